@@ -1,0 +1,113 @@
+"""Typed dataclass configs → command-line flags. File values first, explicit flags win.
+
+A config field is declared with `opt(default, "help", ...)`; `add_flags` turns every field into a
+`--kebab-case` flag (booleans get `--x/--no-x`), and `resolve` builds the dataclass from defaults,
+then a file's values (e.g. a benchmark's reference configuration), then the flags the user typed.
+Ranges and choices are checked in one place, so every task rejects `--batch-size 0` the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
+
+from seqnlp.errors import SeqnlpError
+
+C = TypeVar("C")
+
+
+def opt(default: Any, help: str, *, choices: Sequence[Any] | None = None, min: float | None = None,
+        gt: float | None = None, max: float | None = None, flag: bool = True) -> Any:
+    """A dataclass field with its flag's help text and checks (`min` <= v, `gt` < v, v <= `max`)."""
+    meta = {"help": help, "choices": tuple(choices) if choices else None, "min": min, "gt": gt, "max": max,
+            "flag": flag}
+    if isinstance(default, (list, dict, set)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _field_type(cls: type, f: dataclasses.Field) -> type:
+    hint = typing.get_type_hints(cls)[f.name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args and typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType", None)) else hint
+
+
+def flag_name(name: str) -> str:
+    """`batch_size` → `--batch-size`."""
+    return "--" + name.replace("_", "-")
+
+
+def add_flags(parser: argparse.ArgumentParser, cls: type, *, exclude: Sequence[str] = (),
+              group: str | None = None) -> None:
+    """Add one flag per field of dataclass `cls`. Defaults are SUPPRESSed so `resolve` sees only typed flags."""
+    target = parser.add_argument_group(group) if group else parser
+    for f in dataclasses.fields(cls):
+        if f.name in exclude or not f.metadata.get("flag", True):
+            continue
+        typ = _field_type(cls, f)
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        help_text = f"{f.metadata.get('help', '')} (default: {default})"
+        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
+        if typ is bool:
+            target.add_argument(flag_name(f.name), action=argparse.BooleanOptionalAction, **kwargs)
+            continue
+        if f.metadata.get("choices"):
+            kwargs["choices"] = f.metadata["choices"]
+        if typ in (int, float, str):
+            kwargs["type"] = typ
+            kwargs["metavar"] = {int: "N", float: "X", str: "S"}[typ] if "choices" not in kwargs else None
+        target.add_argument(flag_name(f.name), **kwargs)
+
+
+def check(config: Any) -> None:
+    """Check every field's range and choices; raise SeqnlpError naming the flag and the allowed values."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        m = f.metadata
+        name = flag_name(f.name)
+        if value is None or isinstance(value, bool):
+            continue
+        if m.get("choices") and value not in m["choices"]:
+            raise SeqnlpError(f"{name} must be one of {', '.join(map(str, m['choices']))}, not {value!r}")
+        if isinstance(value, (int, float)):
+            if m.get("min") is not None and value < m["min"]:
+                raise SeqnlpError(f"{name} must be at least {m['min']}, not {value}")
+            if m.get("gt") is not None and value <= m["gt"]:
+                raise SeqnlpError(f"{name} must be greater than {m['gt']}, not {value}")
+            if m.get("max") is not None and value > m["max"]:
+                raise SeqnlpError(f"{name} must be at most {m['max']}, not {value}")
+
+
+def resolve(cls: type[C], args: argparse.Namespace | Mapping[str, Any] | None = None,
+            file_values: Mapping[str, Any] | None = None) -> C:
+    """Build `cls` from its defaults, then `file_values`, then explicit flags in `args`; then `check` it.
+
+    Unknown keys in `file_values` are an error (a typo in a config file must not be silently ignored).
+    """
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    values: dict[str, Any] = {}
+    for key, value in (file_values or {}).items():
+        key = key.replace("-", "_")
+        if key not in names:
+            raise SeqnlpError(f"unknown setting {key!r}; known settings: {', '.join(sorted(names))}")
+        values[key] = value
+    given = vars(args) if isinstance(args, argparse.Namespace) else dict(args or {})
+    values.update({k: v for k, v in given.items() if k in names})
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name in values and values[f.name] is not None:
+            typ = _field_type(cls, f)
+            if typ is float and isinstance(values[f.name], int) and not isinstance(values[f.name], bool):
+                values[f.name] = float(values[f.name])
+            elif typ in (int, float, str, bool) and not isinstance(values[f.name], typ):
+                raise SeqnlpError(f"{flag_name(f.name)} must be {typ.__name__}, not {values[f.name]!r}")
+    config = cls(**values)
+    check(config)
+    return config
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """The config as a JSON-ready dict."""
+    return dataclasses.asdict(config)

@@ -1,0 +1,35 @@
+"""User-facing errors: one clear line on stderr, a non-zero exit, no traceback."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+F = TypeVar("F", bound=Callable[..., int])
+
+
+class SeqnlpError(Exception):
+    """A problem with the user's input or files, with a message that names the problem and the fix.
+
+    Raised anywhere in the library; command-line entry points turn it into one line on stderr
+    and exit status 2. Library users catch it like any exception.
+    """
+
+
+def cli_main(func: F) -> F:
+    """Wrap a `main(argv) -> int` so that SeqnlpError and Ctrl-C end with one line, not a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+        try:
+            return func(*args, **kwargs)
+        except SeqnlpError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+
+    return wrapper  # type: ignore[return-value]
