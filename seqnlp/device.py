@@ -23,7 +23,7 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise SeqnlpError(f"unknown device {name!r}; use auto, cpu or cuda") from None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cpu_has_fast_bf16() -> bool:
     # oneDNN uses AMX / AVX512-BF16 for bf16 GEMMs; without them bf16 autocast on CPU is slower than fp32.
     try:
