@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import types
 import typing
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
@@ -32,7 +33,8 @@ def opt(default: Any, help: str, *, choices: Sequence[Any] | None = None, min: f
 def _field_type(cls: type, f: dataclasses.Field) -> type:
     hint = typing.get_type_hints(cls)[f.name]
     args = [a for a in typing.get_args(hint) if a is not type(None)]
-    return args[0] if args and typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType", None)) else hint
+    union = typing.get_origin(hint) in (typing.Union, getattr(types, "UnionType", None))
+    return args[0] if args and union else hint
 
 
 def flag_name(name: str) -> str:
