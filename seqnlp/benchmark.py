@@ -124,12 +124,13 @@ class Benchmark:
 
 
 def tasks_dir() -> Path:
-    """The folder of benchmark files: $SEQNLP_TASKS_DIR, else tasks/ beside the seqnlp package (a checkout)."""
+    """The folder of benchmark files: $SEQNLP_TASKS_DIR, else tasks/ beside the package (a checkout)."""
     env = os.environ.get("SEQNLP_TASKS_DIR")
     if env:
         path = Path(env)
         if not path.is_dir():
-            raise SeqnlpError(f"SEQNLP_TASKS_DIR={env} is not a folder; point it at a folder of benchmark .toml files")
+            raise SeqnlpError(f"SEQNLP_TASKS_DIR={env} is not a folder; "
+                              "point it at a folder of benchmark .toml files")
         return path
     here = Path(__file__).resolve().parent
     for candidate in (here.parent / "tasks", here / "benchmarks"):
@@ -164,7 +165,7 @@ def benchmark_path(name_or_path: str | Path) -> Path:
 
 
 def load_benchmark(name_or_path: str | Path) -> Benchmark:
-    """Read and validate a benchmark by name (tasks/<name>.toml) or by path; SeqnlpError names file and key."""
+    """Read and validate a benchmark by name (tasks/<name>.toml) or path; SeqnlpError names file and key."""
     path = benchmark_path(name_or_path)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -185,7 +186,8 @@ def _keys(table: dict[str, Any], required: tuple[str, ...], optional: tuple[str,
     unknown = sorted(set(table) - set(required) - set(optional))
     if unknown:
         allowed = ", ".join(required + optional)
-        raise _fail(path, prefix + unknown[0], f"unknown key (allowed: {allowed}); remove it or fix the spelling")
+        raise _fail(path, prefix + unknown[0],
+                    f"unknown key (allowed: {allowed}); remove it or fix the spelling")
     missing = [k for k in required if k not in table]
     if missing:
         raise _fail(path, prefix + missing[0], "missing key; add it (see tasks/README.md)")
@@ -225,14 +227,16 @@ def parse_benchmark(raw: dict[str, Any], path: Path | None = None) -> Benchmark:
     fraction = _typed(ds.get("validation_fraction", _DATASET_OPTIONAL["validation_fraction"]), float,
                       "dataset.validation_fraction", path)
     if not 0.0 < fraction < 1.0:
-        raise _fail(path, "dataset.validation_fraction", f"must be between 0 and 1 (exclusive), not {fraction}")
-    seed = _typed(ds.get("validation_seed", _DATASET_OPTIONAL["validation_seed"]), int, "dataset.validation_seed", path)
+        raise _fail(path, "dataset.validation_fraction",
+                    f"must be between 0 and 1 (exclusive), not {fraction}")
+    seed = _typed(ds.get("validation_seed", _DATASET_OPTIONAL["validation_seed"]), int,
+                  "dataset.validation_seed", path)
     if seed < 0:
         raise _fail(path, "dataset.validation_seed", f"must be >= 0, not {seed}")
     validation = strings["validation_split"] or None
     if validation is not None and validation == strings["test_split"]:
-        raise _fail(path, "dataset.validation_split", "equals test_split; the scored split must not be used for "
-                    "model selection (use \"\" to carve validation from train)")
+        raise _fail(path, "dataset.validation_split", "equals test_split; the scored split must not be used "
+                    "for model selection (use \"\" to carve validation from train)")
     if strings["train_split"] == strings["test_split"]:
         raise _fail(path, "dataset.test_split", "equals train_split; score on a held-out split")
 
@@ -261,8 +265,9 @@ def parse_benchmark(raw: dict[str, Any], path: Path | None = None) -> Benchmark:
     if primary not in names:
         raise _fail(path, "metric.all", f"must include the primary metric {primary!r}")
     if higher != METRIC_DIRECTIONS[primary]:
-        raise _fail(path, "metric.higher_is_better", f"{primary} is {'higher' if not higher else 'lower'}-is-better; "
-                    f"set higher_is_better = {str(METRIC_DIRECTIONS[primary]).lower()}")
+        right = METRIC_DIRECTIONS[primary]
+        raise _fail(path, "metric.higher_is_better", f"{primary} is {'higher' if right else 'lower'}-is-better; "
+                    f"set higher_is_better = {str(right).lower()}")
 
     return Benchmark(
         name=name, version=version, task=task, description=description,
