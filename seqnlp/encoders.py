@@ -1,0 +1,368 @@
+"""Recurrent encoders (RNN, LSTM, GRU; deep, bidirectional) that are exact on right-padded batches.
+
+`RNNEncoder` runs PyTorch's fused recurrent kernels (`torch.lstm`, `torch.gru`, `torch.rnn_tanh`,
+`torch.rnn_relu`, what `nn.LSTM` itself calls) once per layer and direction on the padded batch, without
+`pack_padded_sequence`, which is slow on CPU (see DESIGN.md). It stays exact because:
+
+- Forward direction: padding sits after the real tokens, so outputs at real positions never see it. The
+  final h is gathered from the outputs at each sequence's own last position (`lengths - 1`).
+- Backward direction: each sequence is reversed *within its own length* (one `gather`; padding stays at
+  the end), run forward, and reversed back. Its final h is then the output at original position 0.
+- LSTM cell state c is not in the outputs. An extra constant input column ("hold") is appended at every
+  step: 1 at padded steps, 0 at real ones, with weights (-BIG, +BIG, 0, +BIG) on the (i, f, g, o) gates.
+  At padded steps the gates saturate to exactly i = 0, f = 1, so c_t = 1 * c_{t-1} + 0 * g_t keeps the
+  value of the last real step bit for bit, and the gradient through those steps is exactly zero, so the
+  fused kernel's final c is each sequence's own last c. At real steps the column adds 0 * BIG = 0.
+
+Parity with packed `nn.LSTM`/`nn.GRU`/`nn.RNN` and with per-sequence runs is tested to 1e-5 (fp32).
+
+Final-state layout is nn.LSTM's: LSTM → (h, c), GRU/RNN → h, each (layers * directions, B, H) with index
+`layer * directions + direction` (direction 0 forward, 1 backward). Parameter names and shapes are
+nn.LSTM's too (`weight_ih_l0`, `bias_hh_l1_reverse`, ...), so `state_dict`s load in both directions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from seqnlp.device import use_bf16
+from seqnlp.errors import SeqnlpError
+
+State = Tensor | tuple[Tensor, Tensor]
+
+CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
+GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
+# The fused ops nn.LSTM / nn.GRU / nn.RNN call; same signature for all four.
+_FUSED: dict[str, Callable[..., tuple]] = {
+    "lstm": torch.lstm,
+    "gru": torch.gru,
+    "rnn_tanh": torch.rnn_tanh,
+    "rnn_relu": torch.rnn_relu,
+}
+# Measured on the project CPU (benchmarks/encoders.py): bf16 autocast reaches oneDNN's bf16 LSTM kernel
+# (~2x faster); torch.gru / torch.rnn_* have no bf16 kernel on CPU, so autocast only adds casts there.
+_BF16_GAINS = {"lstm": True, "gru": False, "rnn_tanh": False, "rnn_relu": False}
+# Large enough to saturate sigmoid to exactly 0.0 / 1.0 in fp32 and bf16, small enough to never overflow.
+_HOLD = 1.0e6
+
+
+def _check_lengths(lengths: Tensor, batch: int, time: int) -> None:
+    if lengths.dim() != 1 or lengths.numel() != batch:
+        raise SeqnlpError(f"lengths must have shape ({batch},), got {tuple(lengths.shape)}; pass one length per row")
+    if lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
+        raise SeqnlpError(f"lengths must be an integer tensor, got {lengths.dtype}; use torch.long")
+    if batch == 0:
+        return
+    shortest, longest = int(lengths.min()), int(lengths.max())
+    if shortest < 1:
+        raise SeqnlpError(
+            "a sequence has length 0; recurrent encoders need at least one token per row "
+            "(drop empty examples or add a BOS/UNK token)"
+        )
+    if longest > time:
+        raise SeqnlpError(f"a length ({longest}) exceeds the padded time dimension ({time}); check the batch padding")
+
+
+def reverse_within_lengths(x: Tensor, lengths: Tensor) -> Tensor:
+    """Reverse each row's first `lengths[b]` steps of x (B, T, ...) and leave its padding in place.
+
+    Applying it twice gives x back, so the same call un-reverses outputs.
+    """
+    time = x.shape[1]
+    steps = torch.arange(time, device=x.device)  # (T,)
+    lengths = lengths.to(x.device).unsqueeze(1)  # (B, 1)
+    index = torch.where(steps < lengths, lengths - 1 - steps, steps)  # (B, T)
+    index = index.view(*index.shape, *([1] * (x.dim() - 2))).expand_as(x)  # (B, T, ...)
+    return x.gather(1, index)  # (B, T, ...)
+
+
+def detach_state(state: State | None) -> State | None:
+    """Cut the autograd history of a recurrent state (tensor or (h, c)) between windows (truncated BPTT)."""
+    if state is None:
+        return None
+    if isinstance(state, tuple):
+        return tuple(s.detach() for s in state)  # type: ignore[return-value]
+    return state.detach()
+
+
+class RNNEncoder(nn.Module):
+    """Deep, optionally bidirectional RNN / LSTM / GRU over right-padded batches, exact without packing.
+
+    Args:
+        cell: "lstm", "gru", "rnn_tanh" or "rnn_relu".
+        input_size: E, features per input step.
+        hidden_size: H, state size per direction.
+        num_layers: stacked layers; layer k > 0 reads layer k-1's (concatenated) outputs.
+        bidirectional: add a backward direction per layer; `output_dim` becomes 2 * H.
+        dropout: dropout on each layer's outputs except the last, in training only (as nn.LSTM).
+        precision: "auto" (bf16 autocast for the cells and hardware where it is faster, else fp32),
+            "fp32" (also switches off any surrounding autocast) or "bf16" (always autocast). Outputs
+            and states are returned in fp32 either way.
+        residual: add each layer's input to its output for layers > 0 (same width there).
+    """
+
+    def __init__(
+        self,
+        cell: str,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        precision: str = "auto",
+        residual: bool = False,
+    ) -> None:
+        super().__init__()
+        if cell not in CELLS:
+            raise SeqnlpError(f"unknown cell {cell!r}; use one of {', '.join(CELLS)}")
+        if precision not in ("auto", "fp32", "bf16"):
+            raise SeqnlpError(f"precision must be auto, fp32 or bf16, not {precision!r}")
+        if input_size < 1 or hidden_size < 1 or num_layers < 1:
+            raise SeqnlpError("input_size, hidden_size and num_layers must all be at least 1")
+        if not 0.0 <= dropout < 1.0:
+            raise SeqnlpError(f"dropout must be in [0, 1), got {dropout}")
+        self.cell = cell
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bidirectional = bidirectional
+        self.num_directions = 2 if bidirectional else 1
+        self.dropout = dropout
+        self.precision = precision
+        self.residual = residual
+        gates = GATES[cell] * hidden_size
+        for layer in range(num_layers):
+            layer_input = input_size if layer == 0 else hidden_size * self.num_directions
+            for suffix in self._suffixes(layer):
+                # Same names, shapes and order as nn.LSTM, so state_dicts interchange.
+                self.register_parameter(f"weight_ih{suffix}", nn.Parameter(torch.empty(gates, layer_input)))
+                self.register_parameter(f"weight_hh{suffix}", nn.Parameter(torch.empty(gates, hidden_size)))
+                self.register_parameter(f"bias_ih{suffix}", nn.Parameter(torch.empty(gates)))
+                self.register_parameter(f"bias_hh{suffix}", nn.Parameter(torch.empty(gates)))
+        if cell == "lstm":
+            # The hold column's weights per gate (i, f, g, o): see the module docstring.
+            hold = torch.tensor([-_HOLD, _HOLD, 0.0, _HOLD]).repeat_interleave(hidden_size)  # (4H,)
+            self.register_buffer("_hold", hold.unsqueeze(1), persistent=False)  # (4H, 1)
+        self.reset_parameters()
+
+    def _suffixes(self, layer: int) -> list[str]:
+        return [f"_l{layer}", f"_l{layer}_reverse"][: self.num_directions]
+
+    def reset_parameters(self) -> None:
+        """nn.LSTM's initialisation: every weight and bias uniform in ±1/sqrt(H)."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for param in self.parameters():
+            nn.init.uniform_(param, -bound, bound)
+
+    @property
+    def output_dim(self) -> int:
+        """D, the width of each output step: H times the number of directions."""
+        return self.hidden_size * self.num_directions
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.cell}, {self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
+            f"bidirectional={self.bidirectional}, dropout={self.dropout}, precision={self.precision!r}"
+            + (", residual=True" if self.residual else "")
+        )
+
+    @classmethod
+    def from_torch(cls, module: nn.RNNBase, precision: str = "fp32") -> RNNEncoder:
+        """An encoder with the configuration and a copy of the weights of an nn.LSTM / nn.GRU / nn.RNN."""
+        if isinstance(module, nn.LSTM):
+            cell = "lstm"
+            if module.proj_size:
+                raise SeqnlpError("nn.LSTM with proj_size is not supported; use proj_size=0")
+        elif isinstance(module, nn.GRU):
+            cell = "gru"
+        elif isinstance(module, nn.RNN):
+            cell = "rnn_tanh" if module.nonlinearity == "tanh" else "rnn_relu"
+        else:
+            raise SeqnlpError(f"from_torch takes nn.LSTM, nn.GRU or nn.RNN, not {type(module).__name__}")
+        if not module.bias:
+            raise SeqnlpError("recurrent modules without biases are not supported; use bias=True")
+        encoder = cls(
+            cell,
+            module.input_size,
+            module.hidden_size,
+            num_layers=module.num_layers,
+            bidirectional=module.bidirectional,
+            dropout=module.dropout,
+            precision=precision,
+        )
+        encoder.load_state_dict(module.state_dict())
+        return encoder.to(next(module.parameters()).device)
+
+    def uses_bf16(self, device: torch.device | str) -> bool:
+        """Whether forward runs the recurrence under bf16 autocast on `device`."""
+        if self.precision == "auto":
+            return _BF16_GAINS[self.cell] and use_bf16("auto", device)
+        return self.precision == "bf16"
+
+    def _run(self, x: Tensor, hold: Tensor | None, hx: State | None, suffix: str) -> tuple[Tensor, State]:
+        """One direction of one layer through the fused kernel; returns (outputs (B,T,H), last state)."""
+        w_ih = getattr(self, f"weight_ih{suffix}")  # (G*H, E)
+        if hold is not None:
+            x = torch.cat([x, hold.to(x.dtype)], dim=2)  # (B, T, E+1)
+            w_ih = torch.cat([w_ih, self._hold], dim=1)  # (4H, E+1)
+        weights = [
+            w_ih,
+            getattr(self, f"weight_hh{suffix}"),
+            getattr(self, f"bias_ih{suffix}"),
+            getattr(self, f"bias_hh{suffix}"),
+        ]
+        batch = x.shape[0]
+        if hx is None:
+            zeros = x.new_zeros(1, batch, self.hidden_size)  # (1, B, H)
+            hx = (zeros, zeros) if self.cell == "lstm" else zeros
+        if self.cell == "lstm":
+            out, h_n, c_n = torch.lstm(x, hx, weights, True, 1, 0.0, self.training, False, True)
+            return out, (h_n, c_n)
+        out, h_n = _FUSED[self.cell](x, hx, weights, True, 1, 0.0, self.training, False, True)
+        return out, h_n
+
+    def forward(self, x: Tensor, lengths: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """Encode a right-padded batch.
+
+        Args:
+            x: (B, T, E) inputs; rows are padded after their `lengths[b]` real steps.
+            lengths: (B,) integer lengths, each in 1..T.
+            state: optional initial state in the final-state layout (e.g. from the previous window).
+
+        Returns:
+            outputs (B, T, D), zero at padded positions, and the final state taken at each sequence's
+            own last real step: (h, c) for LSTM, h otherwise, each (layers * directions, B, H).
+        """
+        if x.dim() != 3 or x.shape[2] != self.input_size:
+            raise SeqnlpError(f"expected input of shape (B, T, {self.input_size}), got {tuple(x.shape)}")
+        batch, time, _ = x.shape
+        _check_lengths(lengths, batch, time)
+        lengths = lengths.to(device=x.device, dtype=torch.long)
+        state = self._check_state(state, batch)
+        bf16 = self.uses_bf16(x.device)
+        # Steps after the longest row only hold padding: skip them and pad the outputs back at the end.
+        steps = int(lengths.max())
+        x = x[:, :steps].float()  # (B, T', E)
+        real = torch.arange(steps, device=x.device) < lengths.unsqueeze(1)  # (B, T')
+        rows = torch.arange(batch, device=x.device)  # (B,)
+        last = lengths - 1  # (B,)
+        # The hold column is only needed where some row is shorter than T' and c must survive its padding.
+        needs_hold = self.cell == "lstm" and bool((lengths < steps).any())
+        hold = (~real).unsqueeze(2).float() if needs_hold else None  # (B, T', 1)
+        finals_h: list[Tensor] = []
+        finals_c: list[Tensor] = []
+        layer_input = x
+        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            for layer in range(self.num_layers):
+                outs = []
+                for direction, suffix in enumerate(self._suffixes(layer)):
+                    hx = self._initial(state, layer * self.num_directions + direction)
+                    if direction == 0:
+                        out, last_state = self._run(layer_input, hold, hx, suffix)  # (B, T', H)
+                        h_last = out[rows, last]  # (B, H)
+                    else:
+                        flipped = reverse_within_lengths(layer_input, lengths)  # (B, T', In)
+                        out, last_state = self._run(flipped, hold, hx, suffix)  # (B, T', H)
+                        out = reverse_within_lengths(out, lengths)  # (B, T', H)
+                        h_last = out[:, 0]  # (B, H)
+                    outs.append(out)
+                    finals_h.append(h_last.float())
+                    if self.cell == "lstm":
+                        finals_c.append(last_state[1][0].float())  # (B, H)
+                out = torch.cat(outs, dim=2).float() if len(outs) > 1 else outs[0].float()  # (B, T', D)
+                out = out * real.unsqueeze(2)  # (B, T', D)
+                if self.residual and layer > 0:
+                    out = out + layer_input  # (B, T', D)
+                if layer < self.num_layers - 1 and self.dropout > 0.0:
+                    out = F.dropout(out, self.dropout, self.training)  # (B, T', D)
+                layer_input = out
+        outputs = F.pad(layer_input, (0, 0, 0, time - steps))  # (B, T, D)
+        h_n = torch.stack(finals_h)  # (layers*dirs, B, H)
+        if self.cell == "lstm":
+            return outputs, (h_n, torch.stack(finals_c))
+        return outputs, h_n
+
+    def _check_state(self, state: State | None, batch: int) -> State | None:
+        if state is None:
+            return None
+        expected = (self.num_layers * self.num_directions, batch, self.hidden_size)
+        parts = state if isinstance(state, tuple) else (state,)
+        if len(parts) != (2 if self.cell == "lstm" else 1):
+            raise SeqnlpError(f"{self.cell} state must be {'(h, c)' if self.cell == 'lstm' else 'one tensor h'}")
+        for part in parts:
+            if tuple(part.shape) != expected:
+                raise SeqnlpError(f"state has shape {tuple(part.shape)}, expected {expected} (layers*dirs, B, H)")
+        return state
+
+    def _initial(self, state: State | None, index: int) -> State | None:
+        if state is None:
+            return None
+        if isinstance(state, tuple):
+            return tuple(s[index : index + 1].float().contiguous() for s in state)  # type: ignore[return-value]
+        return state[index : index + 1].float().contiguous()  # (1, B, H)
+
+
+POOL_MODES = ("last", "mean", "max", "attention")
+
+
+class Pooler(nn.Module):
+    """Masked many-to-one pooling of encoder outputs (B, T, D) → (B, D); padding never reaches the result.
+
+    Modes:
+        last: the final hidden state(s) of the top layer, forward then backward (from `final_state` when
+            given, else gathered from the outputs: forward half at `lengths - 1`, backward half at 0).
+        mean: average over real steps.  max: maximum over real steps.
+        attention: softmax over real steps of a learned score v·tanh(W o_t), weighted sum of outputs.
+    """
+
+    def __init__(self, mode: str, input_dim: int, bidirectional: bool = False) -> None:
+        super().__init__()
+        if mode not in POOL_MODES:
+            raise SeqnlpError(f"unknown pooling {mode!r}; use one of {', '.join(POOL_MODES)}")
+        self.mode = mode
+        self.input_dim = input_dim
+        self.bidirectional = bidirectional
+        if mode == "attention":
+            self.project = nn.Linear(input_dim, input_dim)
+            self.score = nn.Linear(input_dim, 1, bias=False)
+
+    @property
+    def output_dim(self) -> int:
+        """Width of the pooled vector (= input_dim)."""
+        return self.input_dim
+
+    def forward(self, outputs: Tensor, lengths: Tensor, final_state: State | None = None) -> Tensor:
+        """Pool (B, T, D) outputs with (B,) lengths into (B, D)."""
+        batch, time, _ = outputs.shape
+        _check_lengths(lengths, batch, time)
+        lengths = lengths.to(outputs.device)
+        real = torch.arange(time, device=outputs.device) < lengths.unsqueeze(1)  # (B, T)
+        if self.mode == "last":
+            return self._last(outputs, lengths, final_state)
+        if self.mode == "mean":
+            summed = (outputs * real.unsqueeze(2)).sum(1)  # (B, D)
+            return summed / lengths.unsqueeze(1).to(outputs.dtype)  # (B, D)
+        if self.mode == "max":
+            return outputs.masked_fill(~real.unsqueeze(2), float("-inf")).amax(1)  # (B, D)
+        scores = self.score(torch.tanh(self.project(outputs))).squeeze(2)  # (B, T)
+        weights = scores.masked_fill(~real, float("-inf")).softmax(1)  # (B, T)
+        return torch.einsum("bt,btd->bd", weights, outputs * real.unsqueeze(2))  # (B, D)
+
+    def _last(self, outputs: Tensor, lengths: Tensor, final_state: State | None) -> Tensor:
+        if final_state is not None:
+            h = final_state[0] if isinstance(final_state, tuple) else final_state  # (layers*dirs, B, H)
+            directions = self.input_dim // h.shape[2]
+            if directions not in (1, 2) or directions * h.shape[2] != self.input_dim:
+                raise SeqnlpError(f"final state width {h.shape[2]} does not fit pooler input_dim {self.input_dim}")
+            return h[-directions:].transpose(0, 1).reshape(h.shape[1], -1)  # (B, D)
+        rows = torch.arange(outputs.shape[0], device=outputs.device)  # (B,)
+        at_end = outputs[rows, lengths - 1]  # (B, D)
+        if not self.bidirectional:
+            return at_end
+        half = self.input_dim // 2
+        return torch.cat([at_end[:, :half], outputs[:, 0, half:]], dim=1)  # (B, D)

@@ -1,0 +1,269 @@
+"""RNNEncoder and Pooler: exact parity with packed nn.LSTM/GRU/RNN and per-sequence runs, masking, state."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+import seqnlp.device
+from seqnlp.encoders import Pooler, RNNEncoder, detach_state, reverse_within_lengths
+from seqnlp.errors import SeqnlpError
+
+CELLS = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
+E, H = 5, 7
+LENGTHS = torch.tensor([6, 1, 3, 6, 2])  # includes a length-1 row and rows shorter than T
+
+
+def torch_module(cell: str, layers: int, bidirectional: bool) -> nn.RNNBase:
+    kwargs = dict(num_layers=layers, bidirectional=bidirectional, batch_first=True)
+    if cell == "lstm":
+        return nn.LSTM(E, H, **kwargs)
+    if cell == "gru":
+        return nn.GRU(E, H, **kwargs)
+    return nn.RNN(E, H, nonlinearity=cell.split("_")[1], **kwargs)
+
+
+def packed_run(module: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor):
+    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    out, state = module(packed)
+    out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])  # (B, T, D)
+    return out, state
+
+
+def as_tuple(state):
+    return state if isinstance(state, tuple) else (state,)
+
+
+def max_diff(a, b) -> float:
+    return max((x - y).abs().max().item() for x, y in zip(as_tuple(a), as_tuple(b)))
+
+
+def batch(lengths=LENGTHS, time: int | None = None) -> torch.Tensor:
+    return torch.randn(len(lengths), time or int(lengths.max()), E)  # (B, T, E)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("layers", [1, 2, 3])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_shapes_and_parity_with_packed(cell: str, layers: int, bidirectional: bool) -> None:
+    module = torch_module(cell, layers, bidirectional)
+    encoder = RNNEncoder.from_torch(module)
+    x = batch(time=8)  # two extra padded steps beyond the longest row
+    outputs, state = encoder(x, LENGTHS)
+    dirs = 2 if bidirectional else 1
+    assert encoder.output_dim == H * dirs
+    assert outputs.shape == (5, 8, H * dirs) and outputs.dtype == torch.float32
+    for part in as_tuple(state):
+        assert part.shape == (layers * dirs, 5, H)
+    assert len(as_tuple(state)) == (2 if cell == "lstm" else 1)
+    ref_out, ref_state = packed_run(module, x, LENGTHS)
+    assert max_diff(outputs, ref_out) <= 1e-5
+    assert max_diff(state, ref_state) <= 1e-5
+    padded = torch.arange(8) >= LENGTHS.unsqueeze(1)  # (B, T)
+    assert outputs[padded].abs().max() == 0
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_parity_with_per_sequence_runs(cell: str, bidirectional: bool) -> None:
+    encoder = RNNEncoder(cell, E, H, num_layers=2, bidirectional=bidirectional, precision="fp32")
+    x = batch()
+    outputs, state = encoder(x, LENGTHS)
+    for b, length in enumerate(LENGTHS.tolist()):
+        one_out, one_state = encoder(x[b : b + 1, :length], torch.tensor([length]))
+        assert (outputs[b, :length] - one_out[0]).abs().max() <= 1e-5
+        for part, one_part in zip(as_tuple(state), as_tuple(one_state)):
+            assert (part[:, b] - one_part[:, 0]).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_gradients_match_packed_and_reach_every_parameter(cell: str) -> None:
+    module = torch_module(cell, 2, True)
+    encoder = RNNEncoder.from_torch(module)
+    x = batch()
+    weights = torch.randn(5, int(LENGTHS.max()), 2 * H)  # (B, T, D) random loss weights
+    out, state = encoder(x, LENGTHS)
+    ref_out, ref_state = packed_run(module, x, LENGTHS)
+    # The loss reads the outputs and every final state (c included), so the hold trick's gradient is checked.
+    loss = (out * weights).sum() + sum(s.pow(2).sum() for s in as_tuple(state))
+    ref_loss = (ref_out * weights).sum() + sum(s.pow(2).sum() for s in as_tuple(ref_state))
+    loss.backward()
+    ref_loss.backward()
+    ref_grads = dict(module.named_parameters())
+    for name, param in encoder.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
+        assert (param.grad - ref_grads[name].grad).abs().max() <= 1e-4, name
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_padding_never_changes_real_positions(cell: str) -> None:
+    encoder = RNNEncoder(cell, E, H, num_layers=2, bidirectional=True, precision="fp32")
+    x = batch()
+    out, state = encoder(x, LENGTHS)
+    noisy = torch.cat([x, torch.randn(5, 4, E)], dim=1) * 1.0  # (B, T+4, E) four more padded steps
+    padded = torch.arange(noisy.shape[1]) >= LENGTHS.unsqueeze(1)  # (B, T+4)
+    noisy[padded] = torch.randn(int(padded.sum()), E) * 100  # (N, E) large garbage in padding
+    noisy_out, noisy_state = encoder(noisy, LENGTHS)
+    assert (noisy_out[:, : x.shape[1]] - out).abs().max() <= 1e-6
+    assert noisy_out[:, x.shape[1] :].abs().max() == 0
+    assert max_diff(noisy_state, state) <= 1e-6
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_state_carries_over_between_chunks(cell: str) -> None:
+    encoder = RNNEncoder(cell, E, H, num_layers=2, precision="fp32")
+    first_len = torch.tensor([3, 1, 4])
+    second_len = torch.tensor([2, 4, 1])
+    first, second = torch.randn(3, 4, E), torch.randn(3, 4, E)  # (B, T, E) each
+    _, state = encoder(first, first_len)
+    out2, state2 = encoder(second, second_len, state=detach_state(state))
+    for b in range(3):
+        a, c = int(first_len[b]), int(second_len[b])
+        whole = torch.cat([first[b, :a], second[b, :c]]).unsqueeze(0)  # (1, a+c, E)
+        ref_out, ref_state = encoder(whole, torch.tensor([a + c]))
+        assert (out2[b, :c] - ref_out[0, a:]).abs().max() <= 1e-5
+        for part, ref_part in zip(as_tuple(state2), as_tuple(ref_state)):
+            assert (part[:, b] - ref_part[:, 0]).abs().max() <= 1e-5
+
+
+def test_detach_state_cuts_history() -> None:
+    encoder = RNNEncoder("lstm", E, H)
+    _, state = encoder(batch(), LENGTHS)
+    assert all(s.requires_grad for s in state)
+    assert not any(s.requires_grad for s in detach_state(state))
+    assert detach_state(None) is None
+
+
+def test_bad_lengths_and_state_are_clear_errors() -> None:
+    encoder = RNNEncoder("gru", E, H)
+    with pytest.raises(SeqnlpError, match="length 0"):
+        encoder(batch(), torch.tensor([6, 0, 3, 6, 2]))
+    with pytest.raises(SeqnlpError, match="exceeds"):
+        encoder(batch(), torch.tensor([7, 1, 3, 6, 2]))
+    with pytest.raises(SeqnlpError, match="shape"):
+        encoder(batch(), torch.tensor([6, 1]))
+    with pytest.raises(SeqnlpError, match="state"):
+        encoder(batch(), LENGTHS, state=torch.zeros(2, 5, H))
+    with pytest.raises(SeqnlpError, match="unknown cell"):
+        RNNEncoder("transformer", E, H)
+    with pytest.raises(SeqnlpError, match="precision"):
+        RNNEncoder("lstm", E, H, precision="fp16")
+
+
+def test_state_dict_interchanges_with_torch_modules() -> None:
+    encoder = RNNEncoder("lstm", E, H, num_layers=2, bidirectional=True)
+    module = nn.LSTM(E, H, num_layers=2, bidirectional=True, batch_first=True)
+    module.load_state_dict(encoder.state_dict())  # same names and shapes both ways
+    assert list(encoder.state_dict()) == list(module.state_dict())
+
+
+def test_dropout_only_in_training() -> None:
+    encoder = RNNEncoder("lstm", E, H, num_layers=2, dropout=0.5, precision="fp32")
+    x = batch()
+    encoder.eval()
+    a, _ = encoder(x, LENGTHS)
+    b, _ = encoder(x, LENGTHS)
+    assert torch.equal(a, b)
+    encoder.train()
+    c, _ = encoder(x, LENGTHS)
+    assert not torch.allclose(a, c)
+
+
+def test_residual_adds_layer_input() -> None:
+    plain = RNNEncoder("gru", E, H, num_layers=2, precision="fp32")
+    residual = RNNEncoder("gru", E, H, num_layers=2, precision="fp32", residual=True)
+    residual.load_state_dict(plain.state_dict())
+    x = batch()
+    out, _ = plain(x, LENGTHS)
+    res_out, _ = residual(x, LENGTHS)
+    layer1 = RNNEncoder("gru", E, H, num_layers=1, precision="fp32")
+    layer1.load_state_dict({k: v for k, v in plain.state_dict().items() if k.endswith("l0")})
+    first, _ = layer1(x, LENGTHS)
+    assert (res_out - (out + first)).abs().max() <= 1e-6
+
+
+def test_precision_modes(monkeypatch: pytest.MonkeyPatch) -> None:
+    x = batch()
+    fp32 = RNNEncoder("lstm", E, H, num_layers=2, bidirectional=True, precision="fp32")
+    reference, ref_state = fp32(x, LENGTHS)
+    # "fp32" ignores a surrounding autocast.
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside, _ = fp32(x, LENGTHS)
+    assert inside.dtype == torch.float32 and torch.equal(inside, reference)
+    bf16 = RNNEncoder("lstm", E, H, num_layers=2, bidirectional=True, precision="bf16")
+    bf16.load_state_dict(fp32.state_dict())
+    low, low_state = bf16(x, LENGTHS)
+    assert low.dtype == torch.float32 and all(s.dtype == torch.float32 for s in low_state)
+    assert not torch.equal(low, reference)  # really ran in bf16 ...
+    assert (low - reference).abs().max() < 0.05  # ... and still computes the same function
+    padded = torch.arange(x.shape[1]) >= LENGTHS.unsqueeze(1)  # (B, T)
+    assert low[padded].abs().max() == 0
+    # "auto": bf16 only for LSTM and only where the hardware is fast at it.
+    for fast in (True, False):
+        monkeypatch.setattr(seqnlp.device, "bf16_fast", lambda device, fast=fast: fast)
+        assert RNNEncoder("lstm", E, H).uses_bf16("cpu") is fast
+        assert RNNEncoder("gru", E, H).uses_bf16("cpu") is False
+    assert RNNEncoder("gru", E, H, precision="bf16").uses_bf16("cpu") is True
+
+
+def test_reverse_within_lengths_is_an_involution() -> None:
+    x = torch.arange(12.0).view(2, 6)  # (B, T)
+    lengths = torch.tensor([4, 6])
+    flipped = reverse_within_lengths(x, lengths)
+    assert flipped.tolist() == [[3, 2, 1, 0, 4, 5], [11, 10, 9, 8, 7, 6]]
+    assert torch.equal(reverse_within_lengths(flipped, lengths), x)
+
+
+# ---- pooling ------------------------------------------------------------------------------------------
+
+
+def test_pool_last_uses_own_last_position_of_each_direction() -> None:
+    encoder = RNNEncoder("lstm", E, H, num_layers=2, bidirectional=True, precision="fp32")
+    out, state = encoder(batch(), LENGTHS)
+    from_state = Pooler("last", encoder.output_dim)(out, LENGTHS, state)
+    from_outputs = Pooler("last", encoder.output_dim, bidirectional=True)(out, LENGTHS)
+    assert from_state.shape == (5, 2 * H)
+    assert torch.equal(from_state[:, :H], state[0][2]) and torch.equal(from_state[:, H:], state[0][3])
+    assert (from_state - from_outputs).abs().max() == 0
+    uni = RNNEncoder("gru", E, H, precision="fp32")
+    uni_out, uni_state = uni(batch(), LENGTHS)
+    assert torch.equal(Pooler("last", H)(uni_out, LENGTHS, uni_state), uni_state[-1])
+    assert torch.equal(Pooler("last", H)(uni_out, LENGTHS), uni_state[-1])
+
+
+def test_pool_known_values() -> None:
+    outputs = torch.tensor([[[1.0, -2.0], [3.0, -4.0], [99.0, 99.0]], [[5.0, 6.0], [0.0, 0.0], [0.0, 0.0]]])
+    lengths = torch.tensor([2, 1])
+    assert Pooler("mean", 2)(outputs, lengths).tolist() == [[2.0, -3.0], [5.0, 6.0]]
+    assert Pooler("max", 2)(outputs, lengths).tolist() == [[3.0, -2.0], [5.0, 6.0]]
+    assert Pooler("last", 2)(outputs, lengths).tolist() == [[3.0, -4.0], [5.0, 6.0]]
+
+
+@pytest.mark.parametrize("mode", ["last", "mean", "max", "attention"])
+def test_pooling_ignores_padding(mode: str) -> None:
+    pooler = Pooler(mode, 6, bidirectional=True)
+    outputs = torch.randn(5, 6, 6)  # (B, T, D)
+    pooled = pooler(outputs, LENGTHS)
+    noisy = torch.cat([outputs, torch.randn(5, 3, 6)], dim=1)  # (B, T+3, D)
+    padded = torch.arange(9) >= LENGTHS.unsqueeze(1)  # (B, T+3)
+    noisy[padded] = 1e4  # huge values in padding must not leak into any mode
+    assert (pooler(noisy, LENGTHS) - pooled).abs().max() <= 1e-6
+    assert pooled.shape == (5, 6) and pooler.output_dim == 6
+
+
+def test_attention_pooling_trains_and_weights_real_steps() -> None:
+    pooler = Pooler("attention", 4)
+    outputs = torch.randn(3, 5, 4, requires_grad=True)  # (B, T, D)
+    lengths = torch.tensor([5, 1, 3])
+    pooled = pooler(outputs, lengths)
+    assert torch.allclose(pooled[1], outputs[1, 0])  # one real step gets all the weight
+    pooled.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in pooler.parameters())
+    assert outputs.grad[1, 1:].abs().max() == 0
+
+
+def test_pooler_rejects_unknown_mode() -> None:
+    with pytest.raises(SeqnlpError, match="pooling"):
+        Pooler("sum", 4)
