@@ -1,13 +1,41 @@
-"""Load dataset splits (local mirror → Hugging Face hub → local files), and batch them by length.
+"""Load dataset splits (local mirror → local files → Hugging Face hub), and batch them by length.
 
-OWNED BY THE DATA HELPER (issue 2): everything below `Batch` is to be written.
+Where `load_split(source, split)` looks, in order:
+1. the local mirror: `$SEQNLP_DATA_DIR/<name>/<split>.parquet` (or `data_dir=`), where <name> is the last
+   part of a hub id ("stanfordnlp/imdb" → "imdb") or the source itself ("imdb"). Read without any network.
+2. a local path: a folder of `<split>.<ext>` files (parquet, jsonl, json, csv, tsv, txt; shards
+   `<split>-*.<ext>` are concatenated), or one file, which is the train split. A .txt file is one row
+   {"text": whole file}. Sources that look like paths ("./x", "/x", "a/b/c", "x.csv") are only looked for here.
+3. the Hugging Face hub through `datasets.load_dataset(hub_id, split=split)`, after a 1.5-second check that
+   the hub answers; with no network the error comes at once instead of after ~24 s of retries.
+   With HF_HUB_OFFLINE=1 / HF_DATASETS_OFFLINE=1 (set before start-up) only the `datasets` cache is used.
+
+Batching: `BucketBatchSampler` groups examples of similar length, `pad` builds (ids, lengths) tensors,
+`Batch` carries them through models and the trainer.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+import os
+import re
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from itertools import chain
+from pathlib import Path
 
+import datasets
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
+from datasets.table import InMemoryTable
+
+from seqnlp.errors import SeqnlpError
+from dataclasses import dataclass, fields, replace
 
 
 @dataclass
@@ -48,3 +76,393 @@ class Batch:
 
     def __len__(self) -> int:
         return self.ids.size(0)
+
+
+# ====================================================================== loading splits
+
+DATA_DIR_ENV = "SEQNLP_DATA_DIR"
+FORMATS = ("parquet", "jsonl", "json", "csv", "tsv", "txt")  # preference order when a split has several
+HUB_CHECK_SECONDS = 1.5  # how long to wait for the hub to answer before declaring it unreachable
+_SHARD = re.compile(r"^(.+?)-\d+(?:-of-\d+)?$")
+_SPLIT_ORDER = {"train": 0, "validation": 1, "test": 2}
+_TABLE_CACHE: OrderedDict[tuple[str, int, int], pa.Table] = OrderedDict()  # decoded parquet, by file identity
+_TABLE_CACHE_SIZE = 8
+_hub_state: dict[str, float] = {}  # endpoint → time of the last failed check (failures are remembered 30 s)
+
+
+def _ordered(splits: Sequence[str]) -> list[str]:
+    return sorted(set(splits), key=lambda s: (_SPLIT_ORDER.get(s, 3), s))
+
+
+def mirror_name(source: str) -> str:
+    """Folder name of `source` in the local mirror: the last part of a hub id ("stanfordnlp/imdb" → "imdb")."""
+    return source.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _data_dir(data_dir: str | Path | None) -> Path | None:
+    value = data_dir if data_dir is not None else os.environ.get(DATA_DIR_ENV)
+    return Path(value).expanduser() if value else None
+
+
+def _looks_like_path(source: str) -> bool:
+    """True for sources that can only be local paths, never hub ids (hub ids are 'name' or 'owner/name')."""
+    return (os.path.isabs(source) or source.startswith((".", "~")) or "\\" in source
+            or source.rstrip("/").count("/") >= 2 or Path(source).suffix.lstrip(".").lower() in FORMATS)
+
+
+def _split_files(folder: Path) -> dict[str, list[Path]]:
+    """split name → its files in `folder` (one file, or sorted shards), taking the preferred format."""
+    found: dict[str, dict[str, list[Path]]] = {}
+    for path in sorted(folder.iterdir()):
+        ext = path.suffix.lstrip(".").lower()
+        if ext not in FORMATS or not path.is_file() or path.name.startswith("."):
+            continue
+        shard = _SHARD.match(path.stem)
+        split = shard.group(1) if shard else path.stem  # train-00000-of-00002 → train
+        found.setdefault(split, {}).setdefault(ext, []).append(path)
+    return {split: next(by_ext[e] for e in FORMATS if e in by_ext) for split, by_ext in found.items()}
+
+
+def _read_parquet(path: Path) -> pa.Table:
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    table = _TABLE_CACHE.get(key)
+    if table is None:
+        try:
+            table = pq.read_table(path)
+        except (OSError, pa.ArrowException) as err:
+            raise SeqnlpError(f"{path} is not a readable parquet file ({err}); the file is corrupt or truncated") from None
+        _TABLE_CACHE[key] = table
+        while len(_TABLE_CACHE) > _TABLE_CACHE_SIZE:
+            _TABLE_CACHE.popitem(last=False)
+    _TABLE_CACHE.move_to_end(key)
+    return table
+
+
+def _read_file(path: Path) -> datasets.Dataset:
+    """One local file as a Dataset. Parquet is read in memory (ClassLabel names come back from its schema
+    metadata); csv/json go through `datasets`' own readers; a .txt file is one row {"text": content}."""
+    ext = path.suffix.lstrip(".").lower()
+    try:
+        if ext == "parquet":
+            # A table of our own (no cache files): tables are immutable, so sharing the cached one is safe.
+            return datasets.Dataset(InMemoryTable(_read_parquet(path)))
+        if ext == "txt":
+            return datasets.Dataset.from_dict({"text": [path.read_text(encoding="utf-8")]})
+        if ext in ("csv", "tsv"):
+            return datasets.Dataset.from_csv(str(path), sep="\t" if ext == "tsv" else ",")
+        if ext in ("json", "jsonl"):
+            return datasets.Dataset.from_json(str(path))
+    except SeqnlpError:
+        raise
+    except UnicodeDecodeError:
+        raise SeqnlpError(f"{path} is not UTF-8 text; convert it to UTF-8") from None
+    except Exception as err:  # the readers raise many kinds (ArrowInvalid, DatasetGenerationError, ...)
+        raise SeqnlpError(f"could not read {path}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}; "
+                          f"is it a valid {ext} file?") from None
+    raise SeqnlpError(f"{path}: unsupported file type .{ext}; use one of {', '.join(FORMATS)}")
+
+
+def _read_files(paths: list[Path]) -> datasets.Dataset:
+    parts = [_read_file(p) for p in paths]
+    return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+
+
+def _local_splits(path: Path) -> dict[str, list[Path]]:
+    if path.is_dir():
+        return _split_files(path)
+    return {"train": [path]}
+
+
+def _unknown_split(source: str, split: str, available: Sequence[str]) -> SeqnlpError:
+    return SeqnlpError(f"dataset {source!r} has no split {split!r}; available splits: "
+                       f"{', '.join(_ordered(available)) or 'none'}")
+
+
+def _offline_env() -> str | None:
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        if os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on"):
+            return name
+    return None
+
+
+def _hub_endpoint() -> str:
+    try:
+        from huggingface_hub import constants
+        return str(constants.ENDPOINT)
+    except Exception:  # pragma: no cover - huggingface_hub always comes with datasets
+        return "https://huggingface.co"
+
+
+def _hub_reachable(endpoint: str | None = None, timeout: float = HUB_CHECK_SECONDS) -> bool:
+    """Whether the hub answers an HTTP HEAD within `timeout` seconds (any HTTP status counts as an answer).
+
+    Runs in a daemon thread so that a stalled DNS lookup cannot hold the caller past the timeout.
+    Proxies from the environment are honoured (urllib reads HTTPS_PROXY). Failures are remembered 30 s.
+    """
+    endpoint = endpoint or _hub_endpoint()
+    failed_at = _hub_state.get(endpoint)
+    if failed_at is not None and time.monotonic() - failed_at < 30:
+        return False
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout).close()
+            result.append(True)
+        except urllib.error.HTTPError:
+            result.append(True)  # the server answered
+        except Exception:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True, name="seqnlp-hub-check")
+    thread.start()
+    thread.join(timeout)
+    ok = bool(result and result[0])
+    if not ok:
+        _hub_state[endpoint] = time.monotonic()
+    return ok
+
+
+def _hub_unavailable(source: str, split: str | None, tried: list[str], why: str) -> SeqnlpError:
+    what = f"dataset {source!r}" + (f" split {split!r}" if split else "")
+    return SeqnlpError(f"cannot load {what}: tried {'; '.join(tried)}; {why}. Fix: set {DATA_DIR_ENV} to a folder "
+                       f"holding {mirror_name(source)}/<split>.parquet (like ../shared/data), give a local path, "
+                       "or connect to the internet")
+
+
+def _check_hub(source: str, split: str | None, tried: list[str]) -> None:
+    """Raise at once when the hub cannot be used, instead of letting `datasets` retry for ~24 s."""
+    endpoint = _hub_endpoint()
+    flag = _offline_env()
+    if flag and not datasets.config.HF_HUB_OFFLINE:
+        # Set after `datasets` was imported, so it would still go to the network: honour the flag ourselves.
+        raise _hub_unavailable(source, split, tried, f"{flag} is set, so the hub ({endpoint}) is not used")
+    if not flag and not _hub_reachable(endpoint):
+        raise _hub_unavailable(source, split, tried, f"the hub ({endpoint}) did not answer within {HUB_CHECK_SECONDS:g} s")
+
+
+def _where(source: str, data_dir: str | Path | None) -> tuple[str, Path | str, list[str]]:
+    """('mirror', folder) | ('local', path) | ('hub', hub id), with the places tried before it."""
+    tried: list[str] = []
+    path = Path(source).expanduser()
+    if not _looks_like_path(source):
+        root = _data_dir(data_dir)
+        if root is None:
+            tried.append(f"no mirror ({DATA_DIR_ENV} is unset)")
+        else:
+            folder = root / mirror_name(source)
+            if folder.is_dir():
+                return "mirror", folder, tried
+            tried.append(f"mirror folder {folder} (missing)")
+    if path.exists():
+        return "local", path, tried
+    tried.append(f"local path {source} (missing)")
+    if _looks_like_path(source):
+        raise SeqnlpError(f"dataset path {source} does not exist; give an existing folder or file "
+                          f"({', '.join(FORMATS)}), or a hub id like 'stanfordnlp/imdb'")
+    return "hub", source, tried
+
+
+def load_split(source: str, split: str, *, data_dir: str | Path | None = None) -> datasets.Dataset:
+    """Load one split of a dataset as a `datasets.Dataset` (see the module docstring for where it looks).
+
+    source: mirror name ("imdb"), hub id ("stanfordnlp/imdb"), a folder of <split>.<ext> files, or one file
+        (parquet/csv/tsv/json/jsonl, or .txt → one row {"text": content}); a single file is the "train" split.
+    data_dir: the mirror folder; defaults to $SEQNLP_DATA_DIR.
+    Raises SeqnlpError (one line) for unknown splits, unreadable files, and when nothing can be reached.
+    """
+    kind, where, tried = _where(str(source), data_dir)
+    if kind in ("mirror", "local"):
+        folder = Path(where)
+        files = _split_files(folder) if kind == "mirror" else _local_splits(folder)
+        if kind == "mirror":
+            files = {s: f for s, f in files.items() if f[0].suffix == ".parquet"}
+        if split not in files:
+            if kind == "local" and folder.is_file():
+                raise SeqnlpError(f"{folder} is a single file, which is the 'train' split only; there is no "
+                                  f"{split!r} split (carve one with carve_validation, or give a folder of "
+                                  "<split>.<ext> files)")
+            raise _unknown_split(source, split, list(files))
+        return _read_files(files[split])
+    _check_hub(source, split, tried)
+    try:
+        return datasets.load_dataset(str(where), split=split)
+    except ValueError as err:
+        if "split" in str(err).lower():
+            try:
+                names = datasets.get_dataset_split_names(str(where))
+            except Exception:
+                names = []
+            if names and split not in names:
+                raise _unknown_split(source, split, names) from None
+        raise SeqnlpError(f"could not load {source!r} split {split!r} from the hub: {str(err).splitlines()[0]}") from None
+    except Exception as err:  # hub errors come in many types (ConnectionError, DatasetNotFoundError, ...)
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise SeqnlpError(f"could not load {source!r} split {split!r} from the hub ({type(err).__name__}: {msg}); "
+                          f"check the name, or set {DATA_DIR_ENV} to a local mirror") from None
+
+
+def available_splits(source: str, *, data_dir: str | Path | None = None) -> list[str]:
+    """Split names of `source` (train, validation, test first), found the same way as `load_split`."""
+    kind, where, tried = _where(str(source), data_dir)
+    if kind == "mirror":
+        return _ordered([s for s, f in _split_files(Path(where)).items() if f[0].suffix == ".parquet"])
+    if kind == "local":
+        return _ordered(list(_local_splits(Path(where))))
+    _check_hub(source, None, tried)
+    try:
+        return _ordered(datasets.get_dataset_split_names(str(where)))
+    except Exception as err:
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise SeqnlpError(f"could not list the splits of {source!r} on the hub ({msg}); check the name") from None
+
+
+def carve_validation(train: datasets.Dataset, fraction: float = 0.1,
+                     seed: int = 0) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """Split `train` into (train, validation) for datasets that ship no validation split.
+
+    Deterministic: the validation rows are the first round(fraction · N) entries of
+    `numpy.random.default_rng(seed).permutation(N)` (at least 1, at most N - 1); both parts keep the
+    original row order. The same (N, fraction, seed) always gives the same rows.
+    """
+    n = len(train)
+    if not 0.0 < fraction < 1.0:
+        raise SeqnlpError(f"validation fraction must be between 0 and 1 (exclusive), got {fraction}")
+    if n < 2:
+        raise SeqnlpError(f"cannot carve a validation split from {n} row(s); need at least 2")
+    n_val = min(max(int(round(fraction * n)), 1), n - 1)
+    perm = np.random.default_rng(seed).permutation(n)  # (N,)
+    val_idx = np.sort(perm[:n_val])  # (N_val,)
+    train_idx = np.sort(perm[n_val:])  # (N - N_val,)
+    return train.select(train_idx), train.select(val_idx)
+
+
+def check_columns(ds: datasets.Dataset, names: Sequence[str], *, source: str | None = None) -> None:
+    """Raise a SeqnlpError naming the missing columns and listing the existing ones."""
+    missing = [n for n in names if n not in ds.column_names]
+    if missing:
+        where = f"dataset {source!r}" if source else "the dataset"
+        raise SeqnlpError(f"{where} has no column {', '.join(repr(m) for m in missing)}; its columns are: "
+                          f"{', '.join(ds.column_names)}; choose among them (e.g. --text-column)")
+
+
+def select_columns(ds: datasets.Dataset, mapping: dict[str, str], *, source: str | None = None) -> datasets.Dataset:
+    """Keep only the mapped columns, renamed: {"text": "sentence"} turns column "sentence" into "text"."""
+    check_columns(ds, list(mapping.values()), source=source)
+    ds = ds.select_columns(list(dict.fromkeys(mapping.values())))
+    renames = {old: new for new, old in mapping.items() if old != new}
+    return ds.rename_columns(renames) if renames else ds
+
+
+# ====================================================================== batching
+
+def pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad id sequences into (ids (B, T) long, lengths (B,) long), T = the longest (at least 1).
+
+    One numpy scatter for the whole batch; no per-token Python work.
+    """
+    lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))  # (B,)
+    width = max(int(lengths.max(initial=0)), 1)
+    ids = np.full((len(seqs), width), pad_id, dtype=np.int64)  # (B, T)
+    flat = np.fromiter(chain.from_iterable(seqs), dtype=np.int64, count=int(lengths.sum()))  # (sum of lengths,)
+    # Row-major boolean indexing visits the real positions row by row, in the order of `flat`.
+    ids[np.arange(width)[None, :] < lengths[:, None]] = flat
+    return torch.from_numpy(ids), torch.from_numpy(lengths)  # (B, T), (B,)
+
+
+class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
+    """Batches of example indices with similar lengths, so that little of each batch is padding.
+
+    shuffle=True: each epoch draws a random permutation, cuts it into pools of pool_batches · batch_size
+    examples, sorts every pool by length (stable), cuts the pools into batches and shuffles the order of
+    all batches. shuffle=False: all examples sorted by length (stable, shortest first), for evaluation.
+    max_tokens: batches are also capped at batch size × longest length ≤ max_tokens (an example longer
+    than max_tokens gets a batch of its own); batch_size still caps the number of sequences.
+    drop_last: drop the one short batch of an epoch (without max_tokens only).
+    Randomness comes only from numpy.random.default_rng([seed, epoch]): `batches(epoch)` is the same on
+    every run and every process, and the global RNGs are never touched.
+    Usable as a DataLoader batch_sampler; call `set_epoch(e)` before iterating each epoch.
+    """
+
+    def __init__(self, lengths: Sequence[int] | np.ndarray | torch.Tensor, batch_size: int, *,
+                 max_tokens: int | None = None, pool_batches: int = 50, shuffle: bool = True, seed: int = 0,
+                 drop_last: bool = False) -> None:
+        if batch_size < 1:
+            raise SeqnlpError(f"batch_size must be >= 1, got {batch_size}")
+        if max_tokens is not None and max_tokens < 1:
+            raise SeqnlpError(f"max_tokens must be >= 1, got {max_tokens}")
+        if pool_batches < 1:
+            raise SeqnlpError(f"pool_batches must be >= 1, got {pool_batches}")
+        if isinstance(lengths, torch.Tensor):
+            lengths = lengths.cpu().numpy()
+        self.lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)  # (N,)
+        self.batch_size = batch_size
+        self.max_tokens = max_tokens
+        self.pool_batches = pool_batches
+        self.shuffle = shuffle
+        self.seed = seed
+        self.drop_last = drop_last
+        self.epoch = 0
+        self._cached: tuple[int, list[list[int]]] | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch that `__iter__` and `__len__` describe."""
+        self.epoch = epoch
+
+    def _cut(self, order: np.ndarray) -> list[np.ndarray]:
+        """Cut indices already sorted by length into batches."""
+        if self.max_tokens is None:
+            return [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        # Ascending lengths: the example being added is the batch's longest, so the padded size of the
+        # batch with it is (count + 1) × its length. A per-example loop; sequences are never split.
+        batches, start = [], 0
+        lens = self.lengths[order]  # (N_pool,)
+        for i in range(1, len(order) + 1):
+            if i == len(order) or i - start >= self.batch_size or (i - start + 1) * lens[i] > self.max_tokens:
+                batches.append(order[start:i])
+                start = i
+        return batches
+
+    def batches(self, epoch: int | None = None) -> list[list[int]]:
+        """All batches of `epoch` (default: the current one), as lists of example indices."""
+        epoch = self.epoch if epoch is None else epoch
+        if self._cached is not None and self._cached[0] == epoch:
+            return self._cached[1]
+        n = len(self.lengths)
+        if not self.shuffle:
+            out = self._cut(np.argsort(self.lengths, kind="stable"))
+        else:
+            rng = np.random.default_rng([self.seed, epoch])
+            perm = rng.permutation(n)  # (N,)
+            pool = self.pool_batches * self.batch_size  # a multiple of batch_size: only the last batch is short
+            out = []
+            for start in range(0, n, pool):
+                chunk = perm[start:start + pool]
+                out.extend(self._cut(chunk[np.argsort(self.lengths[chunk], kind="stable")]))
+            out = [out[i] for i in rng.permutation(len(out))]
+        if self.drop_last and self.max_tokens is None:
+            out = [b for b in out if len(b) == self.batch_size]
+        result = [b.tolist() for b in out]
+        self._cached = (epoch, result)
+        return result
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches(self.epoch))
+
+    def __len__(self) -> int:
+        if self.max_tokens is None:
+            n = len(self.lengths)
+            return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return len(self.batches(self.epoch))
+
+
+def padding_fraction(lengths: Sequence[int] | np.ndarray, batches: Sequence[Sequence[int]]) -> float:
+    """Share of padding in the padded batches: 1 - real tokens / (Σ batch size × longest in batch)."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    real = padded = 0
+    for b in batches:
+        lens = lengths[np.asarray(b, dtype=np.int64)]
+        real += int(lens.sum())
+        padded += len(b) * int(lens.max())
+    return 1.0 - real / padded if padded else 0.0
