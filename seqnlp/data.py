@@ -24,6 +24,7 @@ import urllib.error
 import urllib.request
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, fields, replace
 from itertools import chain
 from pathlib import Path
 
@@ -35,7 +36,6 @@ import torch
 from datasets.table import InMemoryTable
 
 from seqnlp.errors import SeqnlpError
-from dataclasses import dataclass, fields, replace
 
 
 @dataclass
@@ -148,11 +148,10 @@ def _read_file(path: Path) -> datasets.Dataset:
             # A table of our own (no cache files): tables are immutable, so sharing the cached one is safe.
             return datasets.Dataset(InMemoryTable(_read_parquet(path)))
         if ext == "txt":
-            return datasets.Dataset.from_dict({"text": [path.read_text(encoding="utf-8")]})
-        if ext in ("csv", "tsv"):
-            return datasets.Dataset.from_csv(str(path), sep="\t" if ext == "tsv" else ",")
-        if ext in ("json", "jsonl"):
-            return datasets.Dataset.from_json(str(path))
+            # Bytes, not read_text: universal-newline decoding would turn "\r\n" into "\n".
+            return datasets.Dataset.from_dict({"text": [path.read_bytes().decode("utf-8")]})
+        if ext in ("csv", "tsv", "json", "jsonl"):
+            return _quietly(path, ext)
     except SeqnlpError:
         raise
     except UnicodeDecodeError:
@@ -161,6 +160,19 @@ def _read_file(path: Path) -> datasets.Dataset:
         raise SeqnlpError(f"could not read {path}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}; "
                           f"is it a valid {ext} file?") from None
     raise SeqnlpError(f"{path}: unsupported file type .{ext}; use one of {', '.join(FORMATS)}")
+
+
+def _quietly(path: Path, ext: str) -> datasets.Dataset:
+    """csv/tsv/json/jsonl through `datasets`' readers, without their per-file progress bars."""
+    was_disabled = datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    try:
+        if ext in ("csv", "tsv"):
+            return datasets.Dataset.from_csv(str(path), sep="\t" if ext == "tsv" else ",")
+        return datasets.Dataset.from_json(str(path))
+    finally:
+        if not was_disabled:
+            datasets.enable_progress_bars()
 
 
 def _read_files(paths: list[Path]) -> datasets.Dataset:
@@ -298,9 +310,9 @@ def load_split(source: str, split: str, *, data_dir: str | Path | None = None) -
                 raise _unknown_split(source, split, names) from None
         raise SeqnlpError(f"could not load {source!r} split {split!r} from the hub: {str(err).splitlines()[0]}") from None
     except Exception as err:  # hub errors come in many types (ConnectionError, DatasetNotFoundError, ...)
-        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise SeqnlpError(f"could not load {source!r} split {split!r} from the hub ({type(err).__name__}: {msg}); "
-                          f"check the name, or set {DATA_DIR_ENV} to a local mirror") from None
+        msg = str(err).splitlines()[0] if str(err) else ""
+        raise _hub_unavailable(source, split, [*tried, f"the hub ({_hub_endpoint()})"],
+                               f"the hub load failed with {type(err).__name__}: {msg} (is the name right?)") from None
 
 
 def available_splits(source: str, *, data_dir: str | Path | None = None) -> list[str]:
