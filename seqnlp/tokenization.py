@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import json
 import re
-from itertools import chain
 from collections.abc import Iterable, Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
