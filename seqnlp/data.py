@@ -87,7 +87,7 @@ _SHARD = re.compile(r"^(.+?)-\d+(?:-of-\d+)?$")
 _SPLIT_ORDER = {"train": 0, "validation": 1, "test": 2}
 _TABLE_CACHE: OrderedDict[tuple[str, int, int], pa.Table] = OrderedDict()  # decoded parquet, by file identity
 _TABLE_CACHE_SIZE = 8
-_hub_state: dict[str, float] = {}  # endpoint → time of the last failed check (failures are remembered 30 s)
+_hub_state: dict[str, tuple[float, str]] = {}  # endpoint → (time, problem) of the last failed check
 
 
 def _ordered(splits: Sequence[str]) -> list[str]:
@@ -157,7 +157,7 @@ def _read_file(path: Path) -> datasets.Dataset:
     except UnicodeDecodeError:
         raise SeqnlpError(f"{path} is not UTF-8 text; convert it to UTF-8") from None
     except Exception as err:  # the readers raise many kinds (ArrowInvalid, DatasetGenerationError, ...)
-        raise SeqnlpError(f"could not read {path}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}; "
+        raise SeqnlpError(f"could not read {path}: {type(err).__name__}: {_first_sentence(str(err))}; "
                           f"is it a valid {ext} file?") from None
     raise SeqnlpError(f"{path}: unsupported file type .{ext}; use one of {', '.join(FORMATS)}")
 
@@ -206,34 +206,46 @@ def _hub_endpoint() -> str:
         return "https://huggingface.co"
 
 
-def _hub_reachable(endpoint: str | None = None, timeout: float = HUB_CHECK_SECONDS) -> bool:
-    """Whether the hub answers an HTTP HEAD within `timeout` seconds (any HTTP status counts as an answer).
+def _hub_problem(endpoint: str | None = None, timeout: float = HUB_CHECK_SECONDS) -> str | None:
+    """None when the hub answers an HTTP HEAD of its front page with a 2xx/3xx status within `timeout` seconds,
+    else what went wrong ("no answer within 1.5 s", "HTTP 404", "name resolution failed", ...).
 
-    Runs in a daemon thread so that a stalled DNS lookup cannot hold the caller past the timeout.
+    Runs in a daemon thread so that a stalled DNS lookup cannot hold the caller past the timeout. Error
+    statuses count as failures because sandboxes often answer every address with a 403/404 of their own.
     Proxies from the environment are honoured (urllib reads HTTPS_PROXY). Failures are remembered 30 s.
     """
     endpoint = endpoint or _hub_endpoint()
-    failed_at = _hub_state.get(endpoint)
-    if failed_at is not None and time.monotonic() - failed_at < 30:
-        return False
-    result: list[bool] = []
+    failed = _hub_state.get(endpoint)
+    if failed is not None and time.monotonic() - failed[0] < 30:
+        return failed[1]
+    result: list[str | None] = []
 
     def probe() -> None:
         try:
             urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout).close()
-            result.append(True)
-        except urllib.error.HTTPError:
-            result.append(True)  # the server answered
-        except Exception:
-            result.append(False)
+            result.append(None)
+        except urllib.error.HTTPError as err:
+            result.append(f"it answered HTTP {err.code}")
+        except urllib.error.URLError as err:
+            result.append(f"it could not be reached ({err.reason})")
+        except Exception as err:
+            result.append(f"it could not be reached ({type(err).__name__}: {err})")
 
     thread = threading.Thread(target=probe, daemon=True, name="seqnlp-hub-check")
     thread.start()
     thread.join(timeout)
-    ok = bool(result and result[0])
-    if not ok:
-        _hub_state[endpoint] = time.monotonic()
-    return ok
+    problem = result[0] if result else f"it did not answer within {timeout:g} s"
+    if problem is not None:
+        _hub_state[endpoint] = (time.monotonic(), problem)
+    return problem
+
+
+def _first_sentence(text: str, limit: int = 160) -> str:
+    """The first line/sentence of a library's error message, so ours stays one readable line."""
+    text = text.strip().splitlines()[0] if text.strip() else ""
+    cut = text.find(". ")
+    text = text[:cut + 1] if cut > 0 else text
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def _hub_unavailable(source: str, split: str | None, tried: list[str], why: str) -> SeqnlpError:
@@ -249,9 +261,10 @@ def _check_hub(source: str, split: str | None, tried: list[str]) -> None:
     flag = _offline_env()
     if flag and not datasets.config.HF_HUB_OFFLINE:
         # Set after `datasets` was imported, so it would still go to the network: honour the flag ourselves.
-        raise _hub_unavailable(source, split, tried, f"{flag} is set, so the hub ({endpoint}) is not used")
-    if not flag and not _hub_reachable(endpoint):
-        raise _hub_unavailable(source, split, tried, f"the hub ({endpoint}) did not answer within {HUB_CHECK_SECONDS:g} s")
+        raise _hub_unavailable(source, split, tried, f"{flag} is set, so the hub ({endpoint}) is not asked")
+    problem = None if flag else _hub_problem(endpoint)
+    if problem is not None:
+        raise _hub_unavailable(source, split, [*tried, f"the hub ({endpoint})"], f"the hub is unavailable: {problem}")
 
 
 def _where(source: str, data_dir: str | Path | None) -> tuple[str, Path | str, list[str]]:
@@ -308,9 +321,9 @@ def load_split(source: str, split: str, *, data_dir: str | Path | None = None) -
                 names = []
             if names and split not in names:
                 raise _unknown_split(source, split, names) from None
-        raise SeqnlpError(f"could not load {source!r} split {split!r} from the hub: {str(err).splitlines()[0]}") from None
+        raise SeqnlpError(f"could not load {source!r} split {split!r} from the hub: {_first_sentence(str(err))}") from None
     except Exception as err:  # hub errors come in many types (ConnectionError, DatasetNotFoundError, ...)
-        msg = str(err).splitlines()[0] if str(err) else ""
+        msg = _first_sentence(str(err))
         raise _hub_unavailable(source, split, [*tried, f"the hub ({_hub_endpoint()})"],
                                f"the hub load failed with {type(err).__name__}: {msg} (is the name right?)") from None
 
@@ -326,7 +339,7 @@ def available_splits(source: str, *, data_dir: str | Path | None = None) -> list
     try:
         return _ordered(datasets.get_dataset_split_names(str(where)))
     except Exception as err:
-        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        msg = _first_sentence(str(err)) or type(err).__name__
         raise SeqnlpError(f"could not list the splits of {source!r} on the hub ({msg}); check the name") from None
 
 

@@ -88,7 +88,7 @@ def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.setenv("SEQNLP_DATA_DIR", str(tmp_path))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
-    monkeypatch.setattr(data, "_hub_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(data, "_hub_problem", lambda *a, **k: "it did not answer within 1.5 s")
     monkeypatch.setattr(datasets, "load_dataset", _no_hub)
     monkeypatch.setattr(datasets, "get_dataset_split_names", _no_hub)
     monkeypatch.chdir(tmp_path)
@@ -116,7 +116,7 @@ def test_offline_failure_without_a_mirror_dir(offline: Path, monkeypatch: pytest
 
 
 def test_offline_flag_set_after_import_is_honoured(offline: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(data, "_hub_reachable", _no_hub)  # the flag alone must stop us, without a network probe
+    monkeypatch.setattr(data, "_hub_problem", _no_hub)  # the flag alone must stop us, without a network probe
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(SeqnlpError, match=r"HF_DATASETS_OFFLINE is set"):
@@ -131,24 +131,36 @@ def _free_port() -> int:
 
 def test_hub_probe_closed_port_is_unreachable() -> None:
     start = time.monotonic()
-    assert data._hub_reachable(f"http://127.0.0.1:{_free_port()}", timeout=1.0) is False
+    assert "could not be reached" in data._hub_problem(f"http://127.0.0.1:{_free_port()}", timeout=1.0)
     assert time.monotonic() - start < 5.0
 
 
-def test_hub_probe_any_http_answer_is_reachable() -> None:
-    class NotFound(http.server.BaseHTTPRequestHandler):
+def test_hub_probe_gives_up_on_a_silent_server() -> None:
+    with socket.socket() as silent:  # accepts connections (backlog) but never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        start = time.monotonic()
+        problem = data._hub_problem(f"http://127.0.0.1:{silent.getsockname()[1]}", timeout=0.5)
+        elapsed = time.monotonic() - start
+    assert problem is not None and ("0.5 s" in problem or "timed out" in problem)
+    assert elapsed < 5.0
+
+
+@pytest.mark.parametrize(("status", "problem"), [(200, None), (204, None), (404, "it answered HTTP 404"),
+                                                  (503, "it answered HTTP 503")])
+def test_hub_probe_needs_a_success_status(status: int, problem: str | None) -> None:
+    class Answer(http.server.BaseHTTPRequestHandler):
         def do_HEAD(self) -> None:
-            self.send_response(404)
+            self.send_response(status)
             self.end_headers()
 
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.HTTPServer(("127.0.0.1", 0), NotFound)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    server = http.server.HTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        assert data._hub_reachable(f"http://127.0.0.1:{server.server_port}", timeout=5.0) is True
+        assert data._hub_problem(f"http://127.0.0.1:{server.server_port}/", timeout=5.0) == problem
     finally:
         server.shutdown()
         server.server_close()
