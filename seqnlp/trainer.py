@@ -180,11 +180,6 @@ class _Dist:
     def main(self) -> bool:
         return self.rank == 0
 
-    def max_(self, values: torch.Tensor) -> torch.Tensor:
-        if self.enabled:
-            torch.distributed.all_reduce(values, op=torch.distributed.ReduceOp.MAX)
-        return values
-
     def sum_(self, values: torch.Tensor) -> torch.Tensor:
         if self.enabled:
             torch.distributed.all_reduce(values, op=torch.distributed.ReduceOp.SUM)
@@ -586,17 +581,17 @@ class Trainer:
                 # max_norm=inf still returns the norm (for the guard) and scales by exactly 1.
                 norm = torch.nn.utils.clip_grad_norm_(params, c.clip_norm if c.clip_norm > 0 else float("inf"))
                 spent = elapsed_before + time.perf_counter() - session_start
-                flags = torch.stack([
-                    (~torch.isfinite(loss.detach().float())).float().cpu(),
-                    (~torch.isfinite(norm.detach().float())).float().cpu(),
-                    torch.tensor(float(interrupts.requested)),
-                    torch.tensor(float(budget > 0 and spent >= budget)),
-                ])
-                flags = dist.max_(flags).tolist()  # every rank stops at the same step
-                if flags[0] or flags[1]:
-                    self._non_finite(float(loss.detach().float()), float(norm))
+                loss32, norm32 = loss.detach().float(), norm.detach().float().to(loss.device)
+                # One reduction per step gives every rank the global mean loss and the same stop decisions.
+                flags = dist.sum_(torch.stack([
+                    loss32, (~torch.isfinite(loss32)).float(), (~torch.isfinite(norm32)).float(),
+                    torch.tensor(float(interrupts.requested), device=loss.device),
+                    torch.tensor(float(budget > 0 and spent >= budget), device=loss.device),
+                ])).tolist()  # [loss sum, loss bad, grad bad, interrupt, out of time]
+                if flags[1] or flags[2]:
+                    self._non_finite(float(loss32), float(norm32))
                 optimizer.step()
-                loss_value = float(loss.detach().float())
+                loss_value = flags[0] / dist.world
                 s["step"] += 1
                 s["position"] += 1
                 s["tokens"] += int(batch.num_tokens)
@@ -628,11 +623,11 @@ class Trainer:
                         raise _Stop("early_stopping")
                 elif end_of_epoch or (c.checkpoint_every and s["step"] % c.checkpoint_every == 0):
                     self._checkpoint()
-                if flags[2]:  # Ctrl-C (on any rank): commit this step, then leave
+                if flags[3]:  # Ctrl-C (on any rank): commit this step, then leave
                     if self._committed_step != s["step"]:
                         self._checkpoint()
                     return "interrupted"
-                if flags[3]:
+                if flags[4]:
                     raise _Stop("time_budget")
                 if c.max_steps and s["step"] >= c.max_steps:
                     raise _Stop("max_steps")
@@ -722,8 +717,8 @@ class Trainer:
         s, dist = self._s, self._dist
         rngs = [ckpt.rng_state()]
         if dist.enabled:  # dropout streams differ per rank: keep each rank's torch generator state
-            mine = torch.get_rng_state().to(torch.int64)
-            rngs = [dict(rngs[0], torch=row.to(torch.uint8).tolist()) for row in dist.gather_rows(mine)]
+            mine = torch.get_rng_state().to(torch.int64)  # (5056,) generator bytes; gloo gathers int64
+            rngs = [dict(rngs[0], torch=row.to(torch.uint8).numpy().tobytes().hex()) for row in dist.gather_rows(mine)]
         self._committed_step = s["step"]
         if not dist.main:
             return

@@ -103,7 +103,7 @@ def evaluate(model: nn.Module) -> dict[str, float]:
     batch = to_batch(VALID)
     out = model(batch)
     accuracy = (out.logits.argmax(-1) == batch.labels).float().mean().item()
-    return {"accuracy": accuracy, "loss": float(out.loss)}
+    return {"accuracy": accuracy, "loss": out.loss.item()}
 
 
 def _killer(kind: str, n: int):  # type: ignore[no-untyped-def]
