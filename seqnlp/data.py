@@ -1,11 +1,12 @@
 """Load dataset splits (local mirror → local files → Hugging Face hub), and batch them by length.
 
 Where `load_split(source, split)` looks, in order:
-1. the local mirror: `$SEQNLP_DATA_DIR/<name>/<split>.parquet` (or `data_dir=`), where <name> is the last
+1. a local path, when `source` names an existing file or a folder holding data files: a folder of
+   `<split>.<ext>` files (parquet, jsonl, json, csv, tsv, txt; shards `<split>-00000-of-00002.<ext>` are
+   concatenated), or one file, which is the train split. A .txt file is one row {"text": whole file}.
+   Sources that look like paths ("./x", "/x", "a/b/c", "x.csv") are only looked for here.
+2. the local mirror: `$SEQNLP_DATA_DIR/<name>/<split>.parquet` (or `data_dir=`), where <name> is the last
    part of a hub id ("stanfordnlp/imdb" → "imdb") or the source itself ("imdb"). Read without any network.
-2. a local path: a folder of `<split>.<ext>` files (parquet, jsonl, json, csv, tsv, txt; shards
-   `<split>-*.<ext>` are concatenated), or one file, which is the train split. A .txt file is one row
-   {"text": whole file}. Sources that look like paths ("./x", "/x", "a/b/c", "x.csv") are only looked for here.
 3. the Hugging Face hub through `datasets.load_dataset(hub_id, split=split)`, after a 1.5-second check that
    the hub answers; with no network the error comes at once instead of after ~24 s of retries.
    With HF_HUB_OFFLINE=1 / HF_DATASETS_OFFLINE=1 (set before start-up) only the `datasets` cache is used.
@@ -267,25 +268,32 @@ def _check_hub(source: str, split: str | None, tried: list[str]) -> None:
         raise _hub_unavailable(source, split, [*tried, f"the hub ({endpoint})"], f"the hub is unavailable: {problem}")
 
 
+def _is_local_data(path: Path) -> bool:
+    return path.is_file() or (path.is_dir() and bool(_split_files(path)))
+
+
 def _where(source: str, data_dir: str | Path | None) -> tuple[str, Path | str, list[str]]:
-    """('mirror', folder) | ('local', path) | ('hub', hub id), with the places tried before it."""
+    """('local', path) | ('mirror', folder) | ('hub', hub id), with the places tried before it.
+
+    Data that exists on disk as given wins (as in `datasets.load_dataset`), so that a user's own folder is
+    never swapped for a mirror copy with the same last name; then the mirror; then the hub.
+    """
     tried: list[str] = []
     path = Path(source).expanduser()
-    if not _looks_like_path(source):
-        root = _data_dir(data_dir)
-        if root is None:
-            tried.append(f"no mirror ({DATA_DIR_ENV} is unset)")
-        else:
-            folder = root / mirror_name(source)
-            if folder.is_dir():
-                return "mirror", folder, tried
-            tried.append(f"mirror folder {folder} (missing)")
-    if path.exists():
+    if _is_local_data(path):
         return "local", path, tried
-    tried.append(f"local path {source} (missing)")
     if _looks_like_path(source):
-        raise SeqnlpError(f"dataset path {source} does not exist; give an existing folder or file "
-                          f"({', '.join(FORMATS)}), or a hub id like 'stanfordnlp/imdb'")
+        raise SeqnlpError(f"dataset path {source} does not exist or holds no data files; give a file or a folder "
+                          f"of <split>.<ext> files ({', '.join(FORMATS)}), or a hub id like 'stanfordnlp/imdb'")
+    tried.append(f"local path {source} (missing)")
+    root = _data_dir(data_dir)
+    if root is None:
+        tried.append(f"no mirror ({DATA_DIR_ENV} is unset)")
+    else:
+        folder = root / mirror_name(source)
+        if folder.is_dir():
+            return "mirror", folder, tried
+        tried.append(f"mirror folder {folder} (missing)")
     return "hub", source, tried
 
 

@@ -379,3 +379,20 @@ def test_table_cache_returns_independent_datasets(tmp_path: Path) -> None:
     first = load_split(str(tmp_path), "train")
     first.set_format("numpy")  # in-place on the Dataset object: must not leak into the next load
     assert load_split(str(tmp_path), "train")[0] == {"text": "a"}
+
+
+def test_existing_local_data_wins_over_the_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mirror = tmp_path / "mirror" / "sst2"
+    mirror.mkdir(parents=True)
+    pq.write_table(pa.table({"sentence": ["from the mirror"]}), mirror / "train.parquet")
+    work = tmp_path / "work"
+    (work / "sst2").mkdir(parents=True)
+    (work / "sst2" / "train.csv").write_text("sentence\nfrom my folder\n", encoding="utf-8")
+    (work / "imdb").mkdir()  # a folder without data files does not hide the mirror
+    (tmp_path / "mirror" / "imdb").mkdir()
+    pq.write_table(pa.table({"text": ["mirror imdb"]}), tmp_path / "mirror" / "imdb" / "train.parquet")
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("SEQNLP_DATA_DIR", str(tmp_path / "mirror"))
+    assert load_split("sst2", "train")[0] == {"sentence": "from my folder"}
+    assert load_split("stanfordnlp/sst2", "train")[0] == {"sentence": "from the mirror"}
+    assert load_split("imdb", "train")[0] == {"text": "mirror imdb"}
