@@ -272,6 +272,9 @@ class _Progress:
             self.bar = None
 
 
+FINISHED = ("epochs", "max_steps", "early_stopping")  # ends that a resume does not continue (time_budget does)
+
+
 class _Stop(Exception):
     """Raised inside the loop to end training for `reason`."""
 
@@ -478,7 +481,7 @@ class Trainer:
                 "best": None, "best_step": 0, "best_metrics": {}, "bad_evals": 0, "plateau_scale": 1.0,
                 "plateau_bad": 0, "elapsed": 0.0, "step_seconds": 0.0, "tokens": 0, "history": [],
                 "loss_sum": 0.0, "loss_count": 0, "eval_loss_sum": 0.0, "eval_loss_count": 0, "log_bytes": 0,
-                "last_eval_step": -1, "final_metrics": {},
+                "last_eval_step": -1, "final_metrics": {}, "stopped": None,
             }
             batches: Sequence[Any] | None = first
             if dist.main:
@@ -520,11 +523,16 @@ class Trainer:
             # A second Ctrl-C lands mid-step, where the state is inconsistent: it leaves without saving.
             progress.close()
 
-        # Evaluate the final weights when the loop ended between evaluations (time budget, max steps).
+        # Evaluate the final weights when the loop ended between evaluations (time budget, max steps),
+        # and commit the end so that resuming a finished run does not train further.
+        finished_before = s.get("stopped") in FINISHED
         s["elapsed"] = elapsed_before + time.perf_counter() - session_start
         if s["last_eval_step"] != s["step"]:
             self._evaluate_and_checkpoint(s["epoch"] + s["position"] / max(1, self._epoch_len or 1))
+        s["stopped"] = stopped
         s["elapsed"] = elapsed_before + time.perf_counter() - session_start
+        if not finished_before:
+            self._checkpoint()
         tokens = int(dist.sum_(torch.tensor([s["tokens"]], dtype=torch.float64)).item())
         result = TrainResult(
             metric=self.metric, best_metric=float(s["best"]), best_step=int(s["best_step"]), steps=int(s["step"]),
@@ -544,6 +552,8 @@ class Trainer:
 
     def _shard(self, batches: Sequence[Any], dist: _Dist) -> Sequence[Any]:
         """This rank's batches: every world-th one, cut so that every rank runs the same number of steps."""
+        if not isinstance(batches, Sequence):
+            batches = list(batches)
         if not dist.enabled:
             return batches
         per_rank = len(batches) // dist.world
@@ -555,6 +565,8 @@ class Trainer:
         params = [p for p in self._raw.parameters() if p.requires_grad]
         budget = c.time_budget * 60.0
         self._epoch_len = len(batches) if batches is not None else None
+        if s.get("stopped") in FINISHED:  # resuming a run that already ended
+            return s["stopped"]
         model.train()
         while s["epoch"] < c.epochs:
             if batches is None:

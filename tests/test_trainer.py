@@ -172,6 +172,9 @@ def test_resume_in_a_fresh_process_is_bitwise_exact(tmp_path: Path, chain: tuple
     assert_same_weights(ref / "last.safetensors", run / "last.safetensors")
     assert_same_weights(ref / "model.safetensors", run / "model.safetensors")
     assert _metrics(ref) == _metrics(run)
+    trainer, _ = _fit(run, resume=True)  # a finished run resumes to the same end without training
+    assert trainer.result.steps == 36 and trainer.result.stopped == "epochs"  # type: ignore[attr-defined]
+    assert_same_weights(ref / "last.safetensors", run / "last.safetensors")
 
 
 def test_ctrl_c_saves_a_checkpoint_then_resume_is_exact(tmp_path: Path, reference: Path) -> None:
