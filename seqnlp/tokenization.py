@@ -45,12 +45,12 @@ _UNLIMITED = 2**31 - 1  # the word-level trainer's vocab_size is required; this 
 
 # Word-level detokenization: rules applied, in order, to the space-joined tokens.
 _DETOK_RULES = [
-    (re.compile(r"(\d) ([.,:]) (\d)"), r"\1\2\3"),  # 3 . 5 → 3.5 (before the next rule eats the space)
-    (re.compile(r" ([.,!?;:%)\]}»…])"), r"\1"),  # no space before closing punctuation
-    (re.compile(r"([(\[{«$£€¿¡]) "), r"\1"),  # none after opening punctuation
-    (re.compile(r"(\w) ' (s|t|re|ve|m|ll|d)\b", re.IGNORECASE), r"\1'\2"),  # don ' t → don't
-    (re.compile(r"(\w) (n't)\b", re.IGNORECASE), r"\1\2"),
-    (re.compile(r"(\w) ([-/]) (\w)"), r"\1\2\3"),  # well - known → well-known
+    (re.compile(r"(?<=\d) ([.,:]) (?=\d)"), r"\1"),  # 3 . 5 → 3.5 (before the next rule eats the space)
+    (re.compile(r" ([.,!?;:%)\]}»”…])"), r"\1"),  # no space before closing punctuation
+    (re.compile(r"([(\[{«„$£€¿¡]) "), r"\1"),  # none after opening punctuation
+    (re.compile(r"(?<=\w) ' (?=(?:s|t|re|ve|m|ll|d)\b)", re.IGNORECASE), "'"),  # don ' t → don't
+    (re.compile(r"(?<=\w) (?=n't\b)", re.IGNORECASE), ""),
+    (re.compile(r"(?<=\w) ([-/]) (?=\w)"), r"\1"),  # port - a - potty → port-a-potty
     (re.compile(r'" ([^"]*?) "'), r'"\1"'),  # " quoted " → "quoted"
 ]
 

@@ -99,6 +99,7 @@ def test_char_unknown_characters_become_unk(toks: dict[str, Tokenizer]) -> None:
     ("I don ' t think it ' s \" great \" ( really ) . . .", "I don't think it's \"great\" (really)..."),
     ("3 . 5 stars , 50 % well - known", "3.5 stars, 50% well-known"),
     ("Ein Mann starrt etwas an .", "Ein Mann starrt etwas an."),
+    ("a port - a - potty , 1 : 2", "a port-a-potty, 1:2"),
 ])
 def test_word_level_detokenization(tokens: str, text: str) -> None:
     tok = Tokenizer.train([tokens], level="word")
