@@ -1,0 +1,830 @@
+"""Translation: a recurrent encoder–decoder with attention, scored by sacreBLEU (`python -m seqnlp.tasks.translation`).
+
+This module is *how* a translation task is trained and scored (code). *Which* dataset, splits, columns and
+metrics make a benchmark is data: the top-level tasks/*.toml files (default: tasks/multi30k_de_en.toml).
+
+The path reads straight through:
+source/target strings → BPE ids (joint or separate vocabularies) → length-bucketed padded `Batch`
+→ bidirectional `RNNEncoder` → bridge (linear + tanh) into the decoder's initial state
+→ teacher-forced decoder RNN over the whole target at once → attention over the encoder outputs for all
+target steps at once (Luong-style: after the RNN, so training has no per-token Python loop)
+→ attentional vector tanh(W[h; context]) → logits through the (tied) target embedding → `Output(logits, loss)`.
+Input feeding (the previous attentional vector fed into the next step) is optional; it needs a per-step
+loop in training, so it is off by default.
+
+Decoding uses `seqnlp.decoding.greedy` / `beam_search` through the step protocol (`Seq2Seq.step`,
+`Seq2Seq.reorder`). BLEU and chrF are sacreBLEU corpus scores of detokenized hypotheses against the raw
+references (`seqnlp.metrics`); perplexity is exp(total target-token NLL / real target tokens).
+
+Subcommands: train (default), translate, evaluate, attention (heatmap PNG). Library: `load(run_dir)`
+returns a `Translator` with `.translate(texts, beam=5)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from seqnlp.config import add_flags, opt, resolve, to_dict
+from seqnlp.data import Batch, BucketBatchSampler, pad
+from seqnlp.encoders import RNNEncoder
+from seqnlp.errors import SeqnlpError, cli_main
+from seqnlp.io import atomic_write_json, read_json
+from seqnlp.tokenization import BOS, EOS, PAD, Tokenizer
+from seqnlp.trainer import Output
+
+TASK = "translation"
+DEFAULT_BENCHMARK = "multi30k_de_en"
+SUBCOMMANDS = ("train", "translate", "evaluate", "attention")
+JOINT_TOKENIZER = "tokenizer.json"
+SOURCE_TOKENIZER = "source_tokenizer.json"
+TARGET_TOKENIZER = "target_tokenizer.json"
+
+
+# ====================================================================== configuration
+
+@dataclass
+class ModelConfig:
+    """The network. Sizes follow OpenNMT's `brnn`: the encoder's two directions split `hidden_size`."""
+
+    cell: str = opt("gru", "recurrent cell of encoder and decoder", choices=("gru", "lstm"))
+    layers: int = opt(2, "encoder layers (bidirectional)", min=1)
+    # The decoder starts from the top `decoder_layers` encoder layers' final states, so it cannot be deeper.
+    decoder_layers: int = opt(1, "decoder layers (at most --layers)", min=1)
+    hidden_size: int = opt(512, "decoder state size; each encoder direction gets half", min=2)
+    embedding_size: int = opt(256, "token embedding size (also the attentional vector's, for tying)", min=1)
+    dropout: float = opt(0.3, "dropout on embeddings, between layers and before the output layer", min=0, max=0.95)
+    attention: str = opt("multiplicative", "attention score: additive (Bahdanau) or multiplicative (Luong general)",
+                         choices=("additive", "multiplicative"))
+    input_feeding: bool = opt(False, "feed the previous attentional vector into the decoder (per-step loop: slower)")
+    tie_embeddings: bool = opt(True, "share the target embedding matrix with the output projection")
+    # With a joint vocabulary the source and target can share one embedding matrix too.
+    share_embeddings: bool = opt(False, "share source and target embeddings (joint vocabulary only)")
+    label_smoothing: float = opt(0.1, "label smoothing of the training loss (evaluation NLL never smooths)",
+                                 min=0, max=0.9)
+    # "auto" lets the encoder pick (bf16 for LSTM on bf16 hardware); "bf16" also runs GRUs in bf16.
+    rnn_precision: str = opt("bf16", "encoder recurrence precision", choices=("auto", "fp32", "bf16"))
+
+
+@dataclass
+class DataConfig:
+    """Tokenization and batching."""
+
+    tokenizer: str = opt("bpe", "tokenizer level", choices=("bpe", "word", "char"))
+    vocab_size: int = opt(8000, "vocabulary size per tokenizer (bpe: merges + 260 byte/special tokens)", min=5)
+    joint_vocab: bool = opt(True, "one tokenizer for source and target (else one each)")
+    lowercase: bool = opt(False, "lowercase both sides (BLEU is then scored against lowercased output)")
+    batch_size: int = opt(128, "most sentence pairs per batch", min=1)
+    max_tokens: int = opt(0, "also cap batches at this many padded tokens per side (0 = no cap)", min=0)
+    max_length: int = opt(100, "truncate training sequences to this many tokens", min=2)
+    eval_batch_size: int = opt(200, "sentences per decoding batch", min=1)
+
+
+@dataclass
+class DecodeConfig:
+    """How hypotheses are searched for after training (validation during training is always greedy)."""
+
+    beam: int = opt(5, "beam size for the final test score and translate/evaluate (1 = greedy)", min=1)
+    length_penalty: float = opt(1.0, "beam scores are log-prob / length ** this", min=0)
+    # max target length = max_len_a * source length + max_len_b (in tokens)
+    max_len_a: float = opt(1.5, "max output length per source token", min=0)
+    max_len_b: int = opt(10, "max output length added to max_len_a * source length", min=1)
+
+
+# The reference configuration for the default benchmark, tuned on this project's 2-core CPU; explicit
+# flags win over these (seqnlp.config.resolve: defaults < these < flags).
+TRAIN_DEFAULTS: dict[str, Any] = {"epochs": 20, "lr": 3e-3, "schedule": "cosine", "warmup": 200,
+                                  "weight_decay": 0.0, "clip_norm": 1.0}
+
+
+# ====================================================================== model
+
+class Attention(nn.Module):
+    """Masked attention of decoder states over encoder outputs, for any number of query steps at once.
+
+    additive (Bahdanau): score = v · tanh(W_q q + W_k k); multiplicative (Luong "general"): score = q · W k.
+    Padded source positions get weight exactly 0.
+    """
+
+    def __init__(self, kind: str, query_dim: int, memory_dim: int) -> None:
+        super().__init__()
+        if kind not in ("additive", "multiplicative"):
+            raise SeqnlpError(f"unknown attention {kind!r}; use additive or multiplicative")
+        self.kind = kind
+        self.key = nn.Linear(memory_dim, query_dim, bias=kind == "additive")
+        if kind == "additive":
+            self.query = nn.Linear(query_dim, query_dim, bias=False)
+            self.score = nn.Linear(query_dim, 1, bias=False)
+
+    def keys(self, memory: Tensor) -> Tensor:
+        """Project encoder outputs (B, T, D) once per source: (B, T, H)."""
+        return self.key(memory)  # (B, T, H)
+
+    def forward(self, query: Tensor, keys: Tensor, memory: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """query (B, U, H), keys (B, T, H), memory (B, T, D), mask (B, T) bool → context (B, U, D), weights (B, U, T)."""
+        if self.kind == "additive":
+            q = self.query(query)  # (B, U, H)
+            scores = self.score(torch.tanh(q.unsqueeze(2) + keys.unsqueeze(1))).squeeze(3)  # (B, U, T)
+        else:
+            scores = torch.bmm(query, keys.transpose(1, 2))  # (B, U, T)
+        scores = scores.float().masked_fill(~mask.unsqueeze(1), float("-inf"))  # (B, U, T)
+        weights = scores.softmax(-1)  # (B, U, T)
+        context = torch.bmm(weights.to(memory.dtype), memory)  # (B, U, D)
+        return context, weights
+
+
+class Seq2Seq(nn.Module):
+    """Bidirectional RNN encoder + attentional RNN decoder; implements seqnlp.decoding's step protocol."""
+
+    def __init__(self, config: ModelConfig, source_vocab: int, target_vocab: int) -> None:
+        super().__init__()
+        c = self.config = config
+        if c.decoder_layers > c.layers:
+            raise SeqnlpError(f"--decoder-layers {c.decoder_layers} exceeds --layers {c.layers}; the decoder "
+                              "starts from the top encoder layers' final states")
+        if c.hidden_size % 2:
+            raise SeqnlpError(f"--hidden-size must be even (the two encoder directions split it), not {c.hidden_size}")
+        if c.share_embeddings and source_vocab != target_vocab:
+            raise SeqnlpError("--share-embeddings needs one joint vocabulary; add --joint-vocab")
+        E, H = c.embedding_size, c.hidden_size
+        self.target_embed = nn.Embedding(target_vocab, E, padding_idx=PAD)
+        self.source_embed = self.target_embed if c.share_embeddings else nn.Embedding(source_vocab, E, padding_idx=PAD)
+        self.encoder = RNNEncoder(c.cell, E, H // 2, num_layers=c.layers, bidirectional=True,
+                                  dropout=c.dropout, precision=c.rnn_precision)
+        D = self.encoder.output_dim
+        # Per layer: [forward; backward] final states (2 * H/2 = H) → the decoder layer's initial state.
+        self.bridge = nn.Linear(D, H)
+        if c.cell == "lstm":
+            self.bridge_c = nn.Linear(D, H)
+        rnn = nn.LSTM if c.cell == "lstm" else nn.GRU
+        self.rnn = rnn(E * (2 if c.input_feeding else 1), H, num_layers=c.decoder_layers, batch_first=True,
+                       dropout=c.dropout if c.decoder_layers > 1 else 0.0)
+        self.attention = Attention(c.attention, H, D)
+        self.combine = nn.Linear(H + D, E, bias=False)
+        self.drop = nn.Dropout(c.dropout)
+        if c.tie_embeddings:
+            self.out_bias = nn.Parameter(torch.zeros(target_vocab))
+        else:
+            self.out = nn.Linear(E, target_vocab)
+        self.target_vocab = target_vocab
+        self._init()
+
+    def _init(self) -> None:
+        # Embeddings that double as the output layer want a small scale: N(0, E^-1/2) as in tied-LM practice.
+        std = self.config.embedding_size ** -0.5
+        for emb in {self.source_embed, self.target_embed}:
+            nn.init.normal_(emb.weight, 0.0, std)
+            with torch.no_grad():
+                emb.weight[PAD].zero_()
+
+    # ------------------------------------------------------------------ pieces
+    def encode(self, ids: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Any]:
+        """Source ids (B, T) → memory (B, T, D), mask (B, T), decoder initial state."""
+        mask = torch.arange(ids.size(1), device=ids.device)[None, :] < lengths[:, None]  # (B, T)
+        x = self.drop(self.source_embed(ids))  # (B, T, E)
+        memory, final = self.encoder(x, lengths)  # (B, T, D)
+        return memory, mask, self._bridge(final)
+
+    def _bridge(self, final: Any) -> Any:
+        layers = self.config.decoder_layers
+
+        def top(h: Tensor) -> Tensor:
+            # (layers*2, B, H/2) → (layers, B, H): concatenate the two directions of each layer, keep the top ones
+            n, b, half = h.shape
+            h = h.view(n // 2, 2, b, half).permute(0, 2, 1, 3).reshape(n // 2, b, 2 * half)  # (L, B, D)
+            return h[-layers:]  # (Ld, B, D)
+
+        if self.config.cell == "lstm":
+            h, c = final
+            return (torch.tanh(self.bridge(top(h))).contiguous(),  # (Ld, B, H)
+                    torch.tanh(self.bridge_c(top(c))).contiguous())  # (Ld, B, H)
+        return torch.tanh(self.bridge(top(final))).contiguous()  # (Ld, B, H)
+
+    def _project(self, attentional: Tensor) -> Tensor:
+        """Attentional vectors (..., E) → logits (..., V)."""
+        x = self.drop(attentional)  # (..., E)
+        if self.config.tie_embeddings:
+            return F.linear(x, self.target_embed.weight, self.out_bias)  # (..., V)
+        return self.out(x)  # (..., V)
+
+    def _attend(self, out: Tensor, keys: Tensor, memory: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        context, weights = self.attention(out, keys, memory, mask)  # (B, U, D), (B, U, T)
+        attentional = torch.tanh(self.combine(torch.cat([out, context.to(out.dtype)], dim=-1)))  # (B, U, E)
+        return attentional, weights
+
+    def decode_teacher(self, inputs: Tensor, memory: Tensor, mask: Tensor, state: Any) -> tuple[Tensor, Tensor]:
+        """Teacher-forced decoder over target inputs (B, U) → logits (B, U, V), attention weights (B, U, T)."""
+        keys = self.attention.keys(memory)  # (B, T, H)
+        emb = self.drop(self.target_embed(inputs))  # (B, U, E)
+        if not self.config.input_feeding:
+            out, _ = self.rnn(emb, state)  # (B, U, H)
+            attentional, weights = self._attend(out, keys, memory, mask)  # (B, U, E), (B, U, T)
+            return self._project(attentional), weights  # (B, U, V)
+        # Input feeding makes step t depend on step t-1's attention: one step at a time.
+        feed = emb.new_zeros(emb.size(0), 1, self.config.embedding_size)  # (B, 1, E)
+        steps, all_weights = [], []
+        for t in range(emb.size(1)):
+            out, state = self.rnn(torch.cat([emb[:, t:t + 1], feed], dim=-1), state)  # (B, 1, H)
+            feed, weights = self._attend(out, keys, memory, mask)  # (B, 1, E), (B, 1, T)
+            steps.append(feed)
+            all_weights.append(weights)
+        attentional = torch.cat(steps, dim=1)  # (B, U, E)
+        return self._project(attentional), torch.cat(all_weights, dim=1)  # (B, U, V), (B, U, T)
+
+    # ------------------------------------------------------------------ training
+    def forward(self, batch: Batch) -> Output:
+        """Teacher-forced logits (B, U, V) and the mean token-level cross-entropy over real target tokens."""
+        if batch.target_ids is None:
+            raise SeqnlpError("translation batches need target_ids")
+        memory, mask, state = self.encode(batch.ids, batch.lengths)  # (B, T, D), (B, T)
+        inputs, gold = batch.target_ids[:, :-1], batch.target_ids[:, 1:]  # (B, U), (B, U)
+        logits, _ = self.decode_teacher(inputs, memory, mask, state)  # (B, U, V)
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), gold.reshape(-1), ignore_index=PAD,
+                               label_smoothing=self.config.label_smoothing if self.training else 0.0)
+        return Output(logits, loss)
+
+    def nll(self, batch: Batch) -> tuple[float, int]:
+        """Summed target-token NLL (no smoothing) and the number of real target tokens (eos included)."""
+        memory, mask, state = self.encode(batch.ids, batch.lengths)  # (B, T, D), (B, T)
+        logits, _ = self.decode_teacher(batch.target_ids[:, :-1], memory, mask, state)  # (B, U, V)
+        gold = batch.target_ids[:, 1:]  # (B, U)
+        total = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), gold.reshape(-1), ignore_index=PAD,
+                                reduction="sum")
+        return float(total), int((gold != PAD).sum())
+
+    # ------------------------------------------------------------------ decoding (seqnlp.decoding protocol)
+    def start(self, ids: Tensor, lengths: Tensor) -> tuple:
+        """Decoding state for a source batch: (hidden, feed, rows, memory, keys, mask).
+
+        `rows` (N,) maps each decoding row to its source row, so beam search reorders a few small tensors
+        per step instead of copying the encoder memory.
+        """
+        memory, mask, hidden = self.encode(ids, lengths)  # (B, T, D), (B, T)
+        keys = self.attention.keys(memory)  # (B, T, H)
+        rows = torch.arange(ids.size(0), device=ids.device)  # (B,)
+        feed = memory.new_zeros(ids.size(0), 1, self.config.embedding_size) if self.config.input_feeding else None
+        return hidden, feed, rows, memory, keys, mask
+
+    def step(self, tokens: Tensor, state: tuple) -> tuple[Tensor, tuple]:
+        """tokens (N,) → next-token logits (N, V) and the new state."""
+        logits, state, _ = self._step(tokens, state)
+        return logits, state
+
+    def _step(self, tokens: Tensor, state: tuple) -> tuple[Tensor, tuple, Tensor]:
+        hidden, feed, rows, memory, keys, mask = state
+        x = self.target_embed(tokens).unsqueeze(1)  # (N, 1, E)
+        if feed is not None:
+            x = torch.cat([x, feed], dim=-1)  # (N, 1, 2E)
+        out, hidden = self.rnn(x, hidden)  # (N, 1, H)
+        attentional, weights = self._attend(out, keys[rows], memory[rows], mask[rows])  # (N, 1, E), (N, 1, T)
+        logits = self._project(attentional).squeeze(1)  # (N, V)
+        new_feed = attentional if feed is not None else None
+        return logits, (hidden, new_feed, rows, memory, keys, mask), weights.squeeze(1)
+
+    def reorder(self, state: tuple, index: Tensor) -> tuple:
+        """Rows `index` (N',) of a decoding state."""
+        hidden, feed, rows, memory, keys, mask = state
+        if isinstance(hidden, tuple):
+            hidden = tuple(h.index_select(1, index) for h in hidden)  # (Ld, N', H) each
+        else:
+            hidden = hidden.index_select(1, index)  # (Ld, N', H)
+        feed = feed.index_select(0, index) if feed is not None else None  # (N', 1, E)
+        return hidden, feed, rows.index_select(0, index), memory, keys, mask
+
+
+# ====================================================================== data
+
+@dataclass
+class Corpus:
+    """Token ids of one split and its raw strings (references are scored as given)."""
+
+    sources: list[str]
+    targets: list[str] | None
+    source_ids: list[list[int]]
+    target_ids: list[list[int]] | None  # bos + ids + eos
+
+
+def check_pairs(sources: Sequence[Any], targets: Sequence[Any] | None, where: str) -> None:
+    """Refuse missing sides and empty sources with a message naming the first bad row."""
+    for i, text in enumerate(sources):
+        if text is None:
+            raise SeqnlpError(f"{where}: row {i} has no source text (None); drop incomplete pairs from the corpus")
+        if not isinstance(text, str):
+            raise SeqnlpError(f"{where}: row {i} source is {type(text).__name__}, not text; pick text columns")
+        if not text.strip():
+            raise SeqnlpError(f"{where}: row {i} has an empty source sentence; remove empty lines")
+    if targets is not None:
+        if len(targets) != len(sources):
+            raise SeqnlpError(f"{where}: {len(sources)} sources but {len(targets)} targets; the corpus must be parallel")
+        for i, text in enumerate(targets):
+            if text is None:
+                raise SeqnlpError(f"{where}: row {i} has no target text (None); drop incomplete pairs from the corpus")
+            if not isinstance(text, str):
+                raise SeqnlpError(f"{where}: row {i} target is {type(text).__name__}, not text; pick text columns")
+
+
+def encode_corpus(sources: Sequence[str], targets: Sequence[str] | None, source_tok: Tokenizer,
+                  target_tok: Tokenizer, max_length: int | None, where: str) -> Corpus:
+    """Check and tokenize a split (targets get bos/eos; both sides are truncated to max_length tokens)."""
+    check_pairs(sources, targets, where)
+    src = source_tok.encode_batch(list(sources), max_length=max_length)
+    for i, ids in enumerate(src):
+        if not ids:
+            raise SeqnlpError(f"{where}: row {i} source tokenizes to nothing; remove it")
+    tgt = None
+    if targets is not None:
+        tgt = target_tok.encode_batch(list(targets), add_bos=True, add_eos=True, max_length=max_length)
+    return Corpus(list(sources), list(targets) if targets is not None else None, src, tgt)
+
+
+def make_batch(corpus: Corpus, index: Sequence[int]) -> Batch:
+    """A padded Batch of the given examples (targets included when the corpus has them)."""
+    ids, lengths = pad([corpus.source_ids[i] for i in index], PAD)  # (B, T), (B,)
+    batch = Batch(ids=ids, lengths=lengths, index=torch.as_tensor(list(index), dtype=torch.long))  # (B,)
+    if corpus.target_ids is not None:
+        batch.target_ids, batch.target_lengths = pad([corpus.target_ids[i] for i in index], PAD)  # (B, U), (B,)
+    return batch
+
+
+def training_batches(corpus: Corpus, config: DataConfig, seed: int) -> Callable[[int], list[Batch]]:
+    """epoch → that epoch's bucketed batches (deterministic per (seed, epoch))."""
+    assert corpus.target_ids is not None
+    lengths = np.maximum([len(s) for s in corpus.source_ids], [len(t) for t in corpus.target_ids])  # (N,)
+    sampler = BucketBatchSampler(lengths, config.batch_size, max_tokens=config.max_tokens or None,
+                                 shuffle=True, seed=seed)
+    return lambda epoch: [make_batch(corpus, b) for b in sampler.batches(epoch)]
+
+
+def eval_batches(corpus: Corpus, batch_size: int) -> list[Batch]:
+    """Length-sorted batches (restore order with `Batch.index`)."""
+    sampler = BucketBatchSampler([len(s) for s in corpus.source_ids], batch_size, shuffle=False)
+    return [make_batch(corpus, b) for b in sampler.batches(0)]
+
+
+# ====================================================================== decoding and scoring
+
+def decode_ids(model: Seq2Seq, corpus: Corpus, decode: DecodeConfig, beam: int, batch_size: int,
+               device: torch.device) -> list[list[int]]:
+    """Hypothesis ids (no bos/eos) for every source of `corpus`, in corpus order."""
+    from seqnlp.decoding import beam_search, greedy
+
+    out: list[list[int]] = [[] for _ in corpus.source_ids]
+    model.eval()
+    with torch.no_grad():
+        for batch in eval_batches(corpus, batch_size):
+            batch = batch.to(device)
+            state = model.start(batch.ids, batch.lengths)
+            start = torch.full((len(batch),), BOS, dtype=torch.long, device=device)  # (B,)
+            limits = (batch.lengths.float() * decode.max_len_a + decode.max_len_b).long()  # (B,)
+            if beam == 1:
+                hyps = greedy(model, state, start, limits, EOS)
+            else:
+                hyps = beam_search(model, state, start, beam, limits, EOS, length_penalty=decode.length_penalty)
+            for i, hyp in zip(batch.index.tolist(), hyps):
+                out[i] = hyp
+    return out
+
+
+def corpus_nll(model: Seq2Seq, corpus: Corpus, batch_size: int, device: torch.device) -> tuple[float, int]:
+    """Total target NLL and real target-token count over a corpus (teacher-forced)."""
+    total, count = 0.0, 0
+    model.eval()
+    with torch.no_grad():
+        for batch in eval_batches(corpus, batch_size):
+            nll, n = model.nll(batch.to(device))
+            total += nll
+            count += n
+    return total, count
+
+
+def score(model: Seq2Seq, corpus: Corpus, target_tok: Tokenizer, decode: DecodeConfig, beam: int,
+          batch_size: int, device: torch.device) -> dict[str, Any]:
+    """Decode and score a split: {"bleu", "chrf", "perplexity" Scores, "hypotheses", "seconds"}."""
+    from seqnlp import metrics
+
+    assert corpus.targets is not None
+    begin = time.perf_counter()
+    hyps = target_tok.decode_batch(decode_ids(model, corpus, decode, beam, batch_size, device))
+    seconds = time.perf_counter() - begin
+    refs = [t.lower() for t in corpus.targets] if target_tok.lowercase else corpus.targets
+    total, count = corpus_nll(model, corpus, batch_size, device)
+    return {"bleu": metrics.bleu(hyps, refs), "chrf": metrics.chrf(hyps, refs),
+            "perplexity": metrics.perplexity(total, count), "hypotheses": hyps, "seconds": seconds}
+
+
+# ====================================================================== library
+
+class Translator:
+    """A trained model with its tokenizers: `translate(texts, beam=5) -> list[str]`."""
+
+    def __init__(self, model: Seq2Seq, source_tok: Tokenizer, target_tok: Tokenizer, decode: DecodeConfig,
+                 data: DataConfig, device: torch.device | str = "cpu", run_dir: Path | None = None) -> None:
+        self.model = model.to(device).eval()
+        self.source_tokenizer = source_tok
+        self.target_tokenizer = target_tok
+        self.decode_config = decode
+        self.data_config = data
+        self.device = torch.device(device)
+        self.run_dir = run_dir
+
+    def _corpus(self, texts: Sequence[str], targets: Sequence[str] | None = None, where: str = "input") -> Corpus:
+        if isinstance(texts, str):
+            texts = [texts]
+        return encode_corpus(texts, targets, self.source_tokenizer, self.target_tokenizer, None, where)
+
+    def translate(self, texts: Sequence[str] | str, beam: int | None = None, batch_size: int | None = None) -> list[str]:
+        """Translate source sentences (beam 1 = greedy; default: the run's beam size)."""
+        beam = self.decode_config.beam if beam is None else beam
+        if beam < 1:
+            raise SeqnlpError(f"beam size must be >= 1, not {beam}")
+        corpus = self._corpus(texts)
+        ids = decode_ids(self.model, corpus, self.decode_config, beam, batch_size or self.data_config.eval_batch_size,
+                         self.device)
+        return self.target_tokenizer.decode_batch(ids)
+
+    def score(self, sources: Sequence[str], references: Sequence[str], beam: int | None = None) -> dict[str, Any]:
+        """BLEU / chrF / perplexity Scores of translating `sources` against `references`."""
+        beam = self.decode_config.beam if beam is None else beam
+        corpus = self._corpus(sources, references, "evaluation data")
+        return score(self.model, corpus, self.target_tokenizer, self.decode_config, beam,
+                     self.data_config.eval_batch_size, self.device)
+
+    def attention(self, text: str, beam: int | None = None) -> tuple[list[str], list[str], np.ndarray]:
+        """(source tokens, output tokens incl. eos, weights (U, T)) of the translation of one sentence."""
+        hyp_ids = decode_ids(self.model, self._corpus([text]), self.decode_config,
+                             self.decode_config.beam if beam is None else beam, 1, self.device)[0]
+        src_ids = self.source_tokenizer.encode(text)
+        ids = torch.tensor([src_ids], device=self.device)  # (1, T)
+        target = torch.tensor([[BOS, *hyp_ids]], device=self.device)  # (1, U)
+        with torch.no_grad():
+            memory, mask, state = self.model.encode(ids, torch.tensor([len(src_ids)], device=self.device))
+            _, weights = self.model.decode_teacher(target, memory, mask, state)  # (1, U, T)
+
+        def pieces(tok: Tokenizer, seq: list[int]) -> list[str]:
+            return [tok.decode([i], skip_special=False) for i in seq]
+
+        return (pieces(self.source_tokenizer, src_ids), pieces(self.target_tokenizer, [*hyp_ids, EOS]),
+                weights[0].float().cpu().numpy())
+
+
+def _tokenizers(run_dir: Path) -> tuple[Tokenizer, Tokenizer]:
+    if (run_dir / JOINT_TOKENIZER).exists():
+        tok = Tokenizer.load(run_dir / JOINT_TOKENIZER)
+        return tok, tok
+    if not (run_dir / SOURCE_TOKENIZER).exists():
+        raise SeqnlpError(f"{run_dir} has neither {JOINT_TOKENIZER} nor {SOURCE_TOKENIZER}; is it a translation run?")
+    return Tokenizer.load(run_dir / SOURCE_TOKENIZER), Tokenizer.load(run_dir / TARGET_TOKENIZER)
+
+
+def _read_run_config(run_dir: Path) -> dict[str, Any]:
+    if not run_dir.is_dir():
+        raise SeqnlpError(f"run folder {run_dir} does not exist")
+    config = read_json(run_dir / "config.json")
+    if not isinstance(config, dict) or config.get("task") != TASK:
+        raise SeqnlpError(f"{run_dir} is a {config.get('task') if isinstance(config, dict) else 'unknown'!r} run, "
+                          f"not a {TASK} run")
+    return config
+
+
+def load(run_dir: str | Path, device: str = "cpu", which: str = "best") -> Translator:
+    """Load a saved translation run as a `Translator` (weights: best on validation, or "last")."""
+    from seqnlp.trainer import load_model_weights
+
+    run_dir = Path(run_dir)
+    config = _read_run_config(run_dir)
+    model_cfg = resolve(ModelConfig, None, config.get("model", {}))
+    data_cfg = resolve(DataConfig, None, config.get("data", {}))
+    decode_cfg = resolve(DecodeConfig, None, config.get("decode", {}))
+    source_tok, target_tok = _tokenizers(run_dir)
+    model = Seq2Seq(model_cfg, source_tok.vocab_size, target_tok.vocab_size)
+    load_model_weights(run_dir, model, which)
+    from seqnlp.device import resolve_device
+
+    return Translator(model, source_tok, target_tok, decode_cfg, data_cfg, resolve_device(device), run_dir)
+
+
+# ====================================================================== command line
+
+def _parser() -> argparse.ArgumentParser:
+    from seqnlp.trainer import TrainConfig
+
+    parser = argparse.ArgumentParser(prog="python -m seqnlp.tasks.translation",
+                                     description="Train and use a recurrent encoder-decoder translator with attention.")
+    sub = parser.add_subparsers(dest="command")
+
+    train = sub.add_parser("train", help="train on a benchmark or a parallel dataset (the default subcommand)")
+    train.add_argument("--benchmark", default=None,
+                       help=f"benchmark name or TOML path (default: {DEFAULT_BENCHMARK} unless --dataset)")
+    train.add_argument("--dataset", default=None, help="hub id, mirror name or local folder of a parallel corpus")
+    train.add_argument("--source-column", default=None, help="source column (default: the benchmark's)")
+    train.add_argument("--target-column", default=None, help="target column (default: the benchmark's)")
+    train.add_argument("--output", default=None, help="run folder (default: runs/translation-<UTC time>)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --output")
+    train.add_argument("--results", default=None, help="write the test scores as a results JSON file here")
+    add_flags(train, ModelConfig, group="model")
+    add_flags(train, DataConfig, group="data")
+    add_flags(train, DecodeConfig, group="decoding")
+    add_flags(train, TrainConfig, group="training")
+
+    for name, help_text in (("translate", "translate sentences given as arguments or on stdin (one per line)"),
+                            ("evaluate", "score a saved run on a split"),
+                            ("attention", "save an attention heatmap PNG for one sentence")):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--model", required=True, help="run folder of a trained translation model")
+        p.add_argument("--beam", type=int, default=None, help="beam size (1 = greedy; default: the run's)")
+        p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+        if name == "translate":
+            p.add_argument("text", nargs="*", help="sentences (default: read stdin)")
+        elif name == "evaluate":
+            p.add_argument("--split", default="test", help="split role or name (default: test)")
+            p.add_argument("--benchmark", default=None, help="benchmark (default: the run's)")
+            p.add_argument("--dataset", default=None, help="dataset (default: the run's)")
+            p.add_argument("--greedy-too", action="store_true", help="also score greedy decoding, for comparison")
+            p.add_argument("--results", default=None, help="write a results JSON file here")
+        else:
+            p.add_argument("--text", required=True, help="the source sentence")
+            p.add_argument("--out", required=True, help="PNG file to write")
+    return parser
+
+
+@dataclass
+class Source:
+    """Where a run's data comes from: a benchmark or a plain dataset with columns."""
+
+    benchmark: Any  # seqnlp.benchmark.Benchmark | None
+    dataset: str | None
+    source_column: str
+    target_column: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"benchmark": self.benchmark.name if self.benchmark else None,
+                "benchmark_path": str(self.benchmark.path) if self.benchmark and self.benchmark.path else None,
+                "dataset": self.dataset, "source_column": self.source_column, "target_column": self.target_column}
+
+    def split(self, role: str) -> Any:
+        """Load a split by role (train/validation/test) or, for a dataset, by split name too."""
+        from seqnlp import data
+
+        if self.benchmark is not None and self.dataset is None:
+            ds = self.benchmark.load_split(role)
+            where = f"{self.benchmark.name} {role}"
+        else:
+            assert self.dataset is not None
+            splits = data.available_splits(self.dataset)
+            name = role
+            if role == "validation" and "validation" not in splits:
+                if "valid" in splits:
+                    name = "valid"
+                elif "dev" in splits:
+                    name = "dev"
+                else:
+                    train = data.load_split(self.dataset, "train")
+                    return data.carve_validation(train)[1], f"{self.dataset} validation (carved)"
+            if role == "train" and "validation" not in splits and not {"valid", "dev"} & set(splits):
+                return data.carve_validation(data.load_split(self.dataset, "train"))[0], f"{self.dataset} train"
+            if role == "test" and "test" not in splits:
+                raise SeqnlpError(f"dataset {self.dataset!r} has no test split (splits: {', '.join(splits)}); "
+                                  "use evaluate --split NAME")
+            ds = data.load_split(self.dataset, name)
+            where = f"{self.dataset} {name}"
+        data.check_columns(ds, [self.source_column, self.target_column], source=self.dataset or None)
+        return ds, where
+
+
+def _source(benchmark: str | None, dataset: str | None, source_column: str | None,
+            target_column: str | None) -> Source:
+    from seqnlp.benchmark import load_benchmark
+
+    bench = None
+    if dataset is None or benchmark is not None:
+        bench = load_benchmark(benchmark or DEFAULT_BENCHMARK)
+        if bench.task != TASK:
+            raise SeqnlpError(f"benchmark {bench.name!r} is a {bench.task} benchmark, not translation")
+    src_col = source_column or (bench.columns["source"] if bench else None)
+    tgt_col = target_column or (bench.columns["target"] if bench else None)
+    if src_col is None or tgt_col is None:
+        raise SeqnlpError("--dataset needs --source-column and --target-column (e.g. --source-column de "
+                          "--target-column en)")
+    return Source(bench, dataset, src_col, tgt_col)
+
+
+def _texts(ds: Any, source: Source) -> tuple[list[Any], list[Any]]:
+    return list(ds[source.source_column]), list(ds[source.target_column])
+
+
+def _train_tokenizers(sources: list[str], targets: list[str], cfg: DataConfig) -> tuple[Tokenizer, Tokenizer]:
+    size = cfg.vocab_size
+    if cfg.joint_vocab:
+        tok = Tokenizer.train(sources + targets, level=cfg.tokenizer, vocab_size=size, lowercase=cfg.lowercase)
+        return tok, tok
+    return (Tokenizer.train(sources, level=cfg.tokenizer, vocab_size=size, lowercase=cfg.lowercase),
+            Tokenizer.train(targets, level=cfg.tokenizer, vocab_size=size, lowercase=cfg.lowercase))
+
+
+def _print(*parts: Any) -> None:
+    print(*parts, file=sys.stderr, flush=True)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from seqnlp import __version__
+    from seqnlp.device import resolve_device
+    from seqnlp.summary import summary
+    from seqnlp.trainer import Trainer, TrainConfig, load_model_weights, seed_everything
+
+    run_dir = Path(args.output) if args.output else Path("runs") / (
+        f"{TASK}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}")
+    if args.resume:
+        if not args.output:
+            raise SeqnlpError("--resume needs --output RUN_DIR (the run to continue)")
+        saved = _read_run_config(run_dir)
+        model_cfg = resolve(ModelConfig, None, saved.get("model", {}))
+        data_cfg = resolve(DataConfig, None, saved.get("data", {}))
+        decode_cfg = resolve(DecodeConfig, args, saved.get("decode", {}))
+        train_cfg = resolve(TrainConfig, args, saved.get("train", {}))
+        where = saved.get("source", {})
+        source = _source(where.get("benchmark_path") or where.get("benchmark"), where.get("dataset"),
+                         where.get("source_column"), where.get("target_column"))
+    else:
+        model_cfg = resolve(ModelConfig, args)
+        data_cfg = resolve(DataConfig, args)
+        decode_cfg = resolve(DecodeConfig, args)
+        train_cfg = resolve(TrainConfig, args, TRAIN_DEFAULTS)
+        source = _source(args.benchmark, args.dataset, args.source_column, args.target_column)
+    device = resolve_device(train_cfg.device)
+    seed_everything(train_cfg.seed)
+
+    train_ds, train_where = source.split("train")
+    val_ds, val_where = source.split("validation")
+    test_ds, test_where = source.split("test")
+    train_src, train_tgt = _texts(train_ds, source)
+    check_pairs(train_src, train_tgt, train_where)
+    if args.resume:
+        source_tok, target_tok = _tokenizers(run_dir)
+    else:
+        source_tok, target_tok = _train_tokenizers(train_src, train_tgt, data_cfg)
+    train = encode_corpus(train_src, train_tgt, source_tok, target_tok, data_cfg.max_length, train_where)
+    val = encode_corpus(*_texts(val_ds, source), source_tok, target_tok, None, val_where)
+    test = encode_corpus(*_texts(test_ds, source), source_tok, target_tok, None, test_where)
+    _print(f"data: {len(train.sources)} train / {len(val.sources)} validation / {len(test.sources)} test pairs; "
+           f"vocabulary {source_tok.vocab_size} source, {target_tok.vocab_size} target "
+           f"({'joint' if data_cfg.joint_vocab else 'separate'} {data_cfg.tokenizer})")
+
+    model = Seq2Seq(model_cfg, source_tok.vocab_size, target_tok.vocab_size).to(device)
+    batches = training_batches(train, data_cfg, train_cfg.seed)
+    _print(summary(model, batches(0)[0].to(device)))
+
+    def evaluate(m: nn.Module) -> dict[str, float]:
+        # Greedy validation BLEU for model selection; beam search is kept for the final score.
+        result = score(m, val, target_tok, decode_cfg, 1, data_cfg.eval_batch_size, device)  # type: ignore[arg-type]
+        return {"bleu": result["bleu"].value, "chrf": result["chrf"].value, "perplexity": result["perplexity"].value}
+
+    config = {"task": TASK, "model": to_dict(model_cfg), "data": to_dict(data_cfg), "decode": to_dict(decode_cfg),
+              "train": to_dict(train_cfg), "source": source.to_dict(), "seqnlp_version": __version__}
+    artifacts: dict[str, str | bytes] = {"config.json": json.dumps(config, indent=2) + "\n"}
+    if data_cfg.joint_vocab:
+        artifacts[JOINT_TOKENIZER] = source_tok.to_str() + "\n"
+    else:
+        artifacts[SOURCE_TOKENIZER] = source_tok.to_str() + "\n"
+        artifacts[TARGET_TOKENIZER] = target_tok.to_str() + "\n"
+    trainer = Trainer(model, train_cfg, run_dir, train_batches=batches, evaluate=evaluate, metric="bleu",
+                      higher_is_better=True, artifacts=artifacts)
+    fit = trainer.fit(resume=args.resume)
+    _print(f"trained {fit.steps} steps ({fit.epochs:.2f} epochs) in {fit.train_seconds / 60:.1f} min, "
+           f"stopped by {fit.stopped}; best validation BLEU {fit.best_metric:.2f} at step {fit.best_step}")
+
+    load_model_weights(run_dir, model, "best")
+    scores = {}
+    for beam in sorted({1, decode_cfg.beam}):
+        result = score(model, test, target_tok, decode_cfg, beam, data_cfg.eval_batch_size, device)
+        scores[beam] = result
+        _print(f"test ({test_where}), beam {beam}: BLEU {result['bleu'].value:.2f}  chrF {result['chrf'].value:.2f}  "
+               f"perplexity {result['perplexity'].value:.2f}  ({len(test.sources) / result['seconds']:.1f} sentences/s)")
+    final = scores[decode_cfg.beam]
+    _print(f"BLEU signature: {final['bleu'].signature}")
+    summary_json = {"split": test_where, "beam": decode_cfg.beam,
+                    "metrics": {k: final[k].to_dict() for k in ("bleu", "chrf", "perplexity")},
+                    "by_beam": {str(b): {"bleu": r["bleu"].value, "chrf": r["chrf"].value,
+                                         "sentences_per_second": len(test.sources) / r["seconds"]}
+                                for b, r in scores.items()},
+                    "train_seconds": fit.train_seconds, "steps": fit.steps, "epochs": fit.epochs}
+    atomic_write_json(run_dir / "test_metrics.json", summary_json)
+    if args.results:
+        _write_results(args.results, source, "test", final, model, config, fit.train_seconds,
+                       fit.tokens_per_second, train_cfg.seed, summary_json["by_beam"])
+    print(json.dumps({"bleu": final["bleu"].value, "chrf": final["chrf"].value,
+                      "perplexity": final["perplexity"].value, "run": str(run_dir)}))
+    return 0
+
+
+def _write_results(path: str, source: Source, split: str, result: dict[str, Any], model: nn.Module,
+                   config: dict[str, Any], train_seconds: float | None, tokens_per_second: float | None,
+                   seed: int | None, by_beam: dict[str, Any] | None = None) -> None:
+    from seqnlp.results import build_result, write_result
+    from seqnlp.summary import count_parameters
+
+    bench = source.benchmark
+    name = bench.name if bench is not None and source.dataset is None else (source.dataset or "custom")
+    m = config["model"]
+    description = (f"bi-{m['cell']} {m['layers']}x{m['hidden_size']} + {m['attention']} attention, "
+                   f"{config['data']['tokenizer']} {config['data']['vocab_size']}, beam {config['decode']['beam']}")
+    out = build_result(benchmark=name, version=bench.version if bench is not None and source.dataset is None else 1, task=TASK, split=split,
+                       scores=[result["bleu"], result["chrf"], result["perplexity"]], model=description,
+                       params=count_parameters(model)[0], train_seconds=train_seconds,
+                       tokens_per_second=tokens_per_second, seed=seed, config=config,
+                       extra={"by_beam": by_beam} if by_beam else None)
+    write_result(path, out)
+    _print(f"results written to {path}")
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    translator = load(args.model, args.device)
+    config = _read_run_config(Path(args.model))
+    where = config.get("source", {})
+    source = _source(args.benchmark or (None if args.dataset else where.get("benchmark_path") or where.get("benchmark")),
+                     args.dataset or where.get("dataset"), where.get("source_column"), where.get("target_column"))
+    if args.split in ("train", "validation", "test"):
+        ds, split_where = source.split(args.split)
+    else:
+        from seqnlp import data
+
+        ds = data.load_split(source.dataset or source.benchmark.source(), args.split)
+        data.check_columns(ds, [source.source_column, source.target_column])
+        split_where = args.split
+    sources, targets = _texts(ds, source)
+    beam = translator.decode_config.beam if args.beam is None else args.beam
+    beams = sorted({1, beam}) if args.greedy_too else [beam]
+    report: dict[str, Any] = {"split": split_where, "sentences": len(sources)}
+    final = None
+    for b in beams:
+        result = translator.score(sources, targets, beam=b)
+        final = result
+        report[f"beam{b}"] = {"bleu": result["bleu"].value, "chrf": result["chrf"].value,
+                              "perplexity": result["perplexity"].value,
+                              "sentences_per_second": len(sources) / result["seconds"],
+                              "signature": result["bleu"].signature}
+    print(json.dumps(report, indent=2))
+    if args.results and final is not None:
+        _write_results(args.results, source, args.split, final, translator.model, config, None, None, None)
+    return 0
+
+
+def _translate(args: argparse.Namespace) -> int:
+    translator = load(args.model, args.device)
+    texts = args.text or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    if not texts:
+        raise SeqnlpError("nothing to translate: give sentences as arguments or on stdin")
+    for line in translator.translate(texts, beam=args.beam):
+        print(line)
+    return 0
+
+
+def _attention(args: argparse.Namespace) -> int:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise SeqnlpError("the attention heatmap needs matplotlib: pip install matplotlib") from None
+    translator = load(args.model, args.device)
+    src, out, weights = translator.attention(args.text, beam=args.beam)
+    fig, ax = plt.subplots(figsize=(max(4, 0.45 * len(src) + 2), max(3, 0.4 * len(out) + 1.5)))
+    ax.imshow(weights, cmap="viridis", aspect="auto", vmin=0, vmax=1)
+    ax.set_xticks(range(len(src)), [s.strip() or "␣" for s in src], rotation=60, ha="right")
+    ax.set_yticks(range(len(out)), [s.strip() or "␣" for s in out])
+    ax.set_xlabel("source")
+    ax.set_ylabel("output")
+    fig.tight_layout()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.out, dpi=120)
+    plt.close(fig)
+    print("".join(out[:-1]))
+    _print(f"attention heatmap written to {args.out}")
+    return 0
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    """Command line: train (default), translate, evaluate, attention."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help")):
+        argv = ["train", *argv]
+    args = _parser().parse_args(argv)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    return {"train": _train, "translate": _translate, "evaluate": _evaluate, "attention": _attention}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
