@@ -122,7 +122,8 @@ class CharRNN(nn.Module):
     character) continues the previous batch starts from that batch's final state (truncated BPTT).
     """
 
-    def __init__(self, config: ModelConfig, vocab_size: int, batch_size: int, pad_id: int = 0) -> None:
+    def __init__(self, config: ModelConfig, vocab_size: int, batch_size: int, pad_id: int = 0,
+                 precision: str = "auto") -> None:
         super().__init__()
         self.config = config
         self.vocab_size = vocab_size
@@ -130,7 +131,7 @@ class CharRNN(nn.Module):
         self.embedding = nn.Embedding(vocab_size, config.embedding_size)
         between = config.dropout if config.layers > 1 else 0.0
         self.encoder = RNNEncoder(config.cell, config.embedding_size, config.hidden_size,
-                                  num_layers=config.layers, dropout=between)
+                                  num_layers=config.layers, dropout=between, precision=precision)
         self.dropout = nn.Dropout(config.dropout)
         width = self.encoder.output_dim
         self.projection = (nn.Linear(width, config.embedding_size)
@@ -334,13 +335,17 @@ class CharLM:
         encoded = self.tokenizer.encode_batch(distinct)
         return [c for c, ids in zip(distinct, encoded) if ids == [self.tokenizer.unk_id]]
 
-    def _prime_state(self, prime: str) -> tuple[State | None, Tensor]:
-        """State after reading <bos> + prime[:-1], and the last input character (N=1)."""
+    def check_prime(self, prime: str) -> None:
+        """SeqnlpError naming the characters of `prime` never seen in training (the model has no input for them)."""
         unknown = self.unknown_characters(prime)
         if unknown:
             shown = " ".join(repr(c) for c in unknown[:20]) + (" ..." if len(unknown) > 20 else "")
             raise SeqnlpError(f"the prime holds {len(unknown)} character(s) never seen in training: {shown}; "
                               "remove or replace them")
+
+    def _prime_state(self, prime: str) -> tuple[State | None, Tensor]:
+        """State after reading <bos> + prime[:-1], and the last input character (N=1)."""
+        self.check_prime(prime)
         ids = [self.tokenizer.bos_id] + self.tokenizer.encode(prime)
         inputs = torch.tensor([ids[:-1]], dtype=torch.long, device=self.device)  # (1, P)
         state = None
@@ -555,9 +560,10 @@ def load(run_dir: str | Path, device: str = "cpu") -> CharLM:
     model_cfg = resolve(ModelConfig, None, config.get("model") or {})
     data_cfg = resolve(DataConfig, None, config.get("data") or {})
     tokenizer = Tokenizer.load(run / TOKENIZER_FILE)
-    model = CharRNN(model_cfg, tokenizer.vocab_size, data_cfg.batch_size, tokenizer.pad_id)
+    precision = str((config.get("train") or {}).get("precision", "auto"))
+    model = CharRNN(model_cfg, tokenizer.vocab_size, data_cfg.batch_size, tokenizer.pad_id, precision=precision)
     load_model_weights(run, model, "best")
-    return CharLM(model, tokenizer, device=device)
+    return CharLM(model, tokenizer, device=device, precision=precision)
 
 
 def _model_description(config: ModelConfig) -> str:
@@ -626,7 +632,8 @@ def train(argv: list[str]) -> int:
         raise SeqnlpError(f"the training text ({chars['train']:,} characters) is too short for --batch-size "
                           f"{data_cfg.batch_size} x --seq-length {data_cfg.seq_length}; lower them")
 
-    model = CharRNN(model_cfg, tokenizer.vocab_size, data_cfg.batch_size, tokenizer.pad_id)
+    model = CharRNN(model_cfg, tokenizer.vocab_size, data_cfg.batch_size, tokenizer.pad_id,
+                    precision=train_cfg.precision)
     example = Windows(stream, 1, min(data_cfg.seq_length, 32))[0]
     example.index = None
     print(summary(model, example), flush=True)
@@ -636,7 +643,7 @@ def train(argv: list[str]) -> int:
 
     def evaluate(m: nn.Module) -> dict[str, float]:
         total, count = split_nll(m, encoded["validation"], tokenizer.bos_id, device)  # type: ignore[arg-type]
-        text = CharLM(m, tokenizer, device=device).generate("", SAMPLE_EVERY_EVAL, temperature=0.8,
+        text = CharLM(m, tokenizer, device=device, precision=train_cfg.precision).generate("", SAMPLE_EVERY_EVAL, temperature=0.8,
                                                             seed=sampler_seed)
         print(f"--- sample (temperature 0.8) ---\n{text}\n---", file=sys.stderr, flush=True)
         return {s.name: s.value for s in lm_scores(total, count)}
@@ -707,6 +714,7 @@ def generate_cmd(argv: list[str]) -> int:
     args = p.parse_args(argv)
     check_sampling(args.length, args.temperature, args.top_k, args.top_p, args.num_samples)
     lm = load(args.model)
+    lm.check_prime(args.prime)  # before anything is written
     seed = args.seed if args.seed is not None else int(torch.seed() % 2**31)
 
     def write(text: str) -> None:

@@ -1,0 +1,238 @@
+"""Character-level generation: state carried across windows equals one pass, scoring protocol, sampling
+determinism, prime and argument errors, and a tiny train → generate → evaluate run on a fixture text."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from seqnlp.errors import SeqnlpError
+from seqnlp.tasks import generation as gen
+from seqnlp.tokenization import Tokenizer
+from seqnlp.trainer import TrainConfig
+
+FIXTURE = Path(__file__).parent / "fixtures" / "generation" / "sonnets.txt"
+TINY = ["--layers", "1", "--hidden-size", "24", "--embedding-size", "8", "--dropout", "0", "--batch-size", "4",
+        "--seq-length", "16", "--time-budget", "0", "--progress", "off", "--no-curves", "--precision", "fp32"]
+
+
+def _model(cell: str = "lstm", layers: int = 2, batch_size: int = 2, vocab: int = 11) -> gen.CharRNN:
+    torch.manual_seed(0)
+    config = gen.ModelConfig(cell=cell, layers=layers, hidden_size=8, embedding_size=6, dropout=0.0)
+    return gen.CharRNN(config, vocab, batch_size, precision="fp32")
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_training_windows_with_carried_state_equal_one_pass_over_each_stream(cell: str) -> None:
+    model = _model(cell).train()
+    stream = torch.randint(4, 11, (2 * 30 + 1,))  # (N,)
+    windows = gen.Windows(stream, batch_size=2, seq_length=5)
+    assert len(windows) == 6
+    logits = torch.cat([model(windows[j]).logits for j in range(len(windows))], dim=1)  # (B, 30, V)
+    whole, _ = model.run(windows.inputs[:, :30], torch.full((2,), 30))  # (B, 30, V)
+    torch.testing.assert_close(logits, whole, rtol=1e-5, atol=1e-5)
+
+
+def test_state_is_not_carried_into_a_window_that_does_not_continue() -> None:
+    model = _model().train()
+    stream = torch.randint(4, 11, (2 * 20 + 1,))
+    first = gen.Windows(stream, 2, 5, offset=0)
+    model(first[0])
+    shifted = gen.Windows(stream, 2, 5, offset=3)[0]  # another epoch's first window
+    fresh, _ = model.run(shifted.ids, shifted.lengths)  # zero state
+    torch.testing.assert_close(model(shifted).logits, fresh)
+    with torch.no_grad():  # and evaluation never touches (or uses) the training carry
+        before = model.carry_state.clone()
+        model.eval()
+        torch.testing.assert_close(model(first[1]).logits, model.run(first[1].ids, first[1].lengths)[0])
+        assert torch.equal(model.carry_state, before)
+
+
+def test_carried_state_is_saved_with_the_weights_so_a_resumed_run_continues_exactly() -> None:
+    model = _model().train()
+    stream = torch.randint(4, 11, (2 * 20 + 1,))
+    windows = gen.Windows(stream, 2, 5)
+    model(windows[0])
+    model(windows[1])
+    state = model.state_dict()
+    assert {"carry_state", "carry_next"} <= set(state)
+    restored = _model().train()
+    restored.load_state_dict(state)
+    torch.testing.assert_close(restored(windows[2]).logits, model(windows[2]).logits)
+
+
+@torch.no_grad()
+def test_scoring_in_chunks_equals_one_pass_from_bos() -> None:
+    model = _model(batch_size=1)
+    rows = [torch.randint(4, 11, (n,)).tolist() for n in (37, 5, 1, 20)]
+    chunked = gen.split_nll(model, rows, bos_id=2, device=torch.device("cpu"), chunk=7, max_rows=3)
+    total = 0.0
+    for row in rows:  # reference: each row alone, in one pass, from <bos> with a zero state
+        ids = torch.tensor([[2] + row])  # (1, L+1)
+        logits, _ = model.run(ids[:, :-1], torch.tensor([len(row)]))  # (1, L, V)
+        total += float(F.cross_entropy(logits[0], ids[0, 1:], reduction="sum"))
+    assert chunked[1] == sum(len(r) for r in rows)
+    assert chunked[0] == pytest.approx(total, rel=1e-5)
+
+
+def test_windows_cover_the_stream_in_order_with_targets_shifted_by_one() -> None:
+    stream = torch.arange(103)
+    w = gen.Windows(stream, batch_size=3, seq_length=10, offset=2)
+    assert w.row_length == 33 and len(w) == 3
+    b = w[1]
+    assert b.ids[0].tolist() == list(range(12, 22)) and b.targets[0].tolist() == list(range(13, 23))
+    assert b.ids[2, 0].item() == 2 + 2 * 33 + 10 and b.index.tolist() == [12, 45, 78]
+    with pytest.raises(IndexError):
+        w[3]
+    assert gen.epoch_offset(0, 0, 128) == 0
+    assert gen.epoch_offset(3, 0, 128) == gen.epoch_offset(3, 0, 128)
+    assert all(0 <= gen.epoch_offset(e, 5, 16) < 16 for e in range(20))
+
+
+def test_stream_puts_bos_before_every_row_and_carving_keeps_every_character() -> None:
+    assert gen.to_stream([[5, 6], [7]], bos_id=2).tolist() == [2, 5, 6, 2, 7]
+    head, tail = gen.carve_characters(["abcdef", "ghij"], 0.3)
+    assert head == ["abcdef", "g"] and tail == ["hij"]
+    assert "".join(head + tail) == "abcdefghij"
+
+
+def test_schedule_ends_at_the_time_budget() -> None:
+    trainer = gen.BudgetTrainer.__new__(gen.BudgetTrainer)
+    trainer.config = TrainConfig(lr=1.0, schedule="cosine", warmup=0, time_budget=10.0)
+    trainer._s = {"elapsed": 300.0}  # half of 10 minutes, early in the planned steps
+    assert trainer._lr(10, 10_000, 1.0) == pytest.approx(0.5)
+    trainer._s = {"elapsed": 600.0}
+    assert trainer._lr(11, 10_000, 1.0) == pytest.approx(0.0, abs=1e-12)
+    trainer.config = TrainConfig(lr=1.0, schedule="linear", warmup=0, time_budget=0.0)
+    assert trainer._lr(5, 10, 1.0) == pytest.approx(0.5)  # no budget: the trainer's own schedule
+
+
+# ---------------------------------------------------------------------- end to end on a fixture text
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("gen") / "run"
+    results = out.parent / "result.json"
+    code = gen.main(["--dataset", str(FIXTURE), *TINY, "--max-steps", "12", "--eval-every", "6",
+                     "--output", str(out), "--results", str(results)])
+    assert code == 0
+    return out
+
+
+def test_train_writes_a_run_and_a_results_file(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for name in ("config.json", "tokenizer.json", "model.safetensors", "last.safetensors", "evaluation_test.json"):
+        assert (run_dir / name).exists(), name
+    result = json.loads((run_dir.parent / "result.json").read_text())
+    assert result["task"] == "generation" and result["benchmark"] == "sonnets"
+    assert set(result["metrics"]) == {"nats_per_char", "bits_per_char", "perplexity"}
+    nats = result["metrics"]["nats_per_char"]["value"]
+    assert result["metrics"]["bits_per_char"]["value"] == pytest.approx(nats / math.log(2))
+    assert result["metrics"]["perplexity"]["value"] == pytest.approx(math.exp(nats))
+    assert "last 0.05" in result["split"] and 0 < nats < math.log(60)
+
+
+def test_log_prob_follows_the_scoring_protocol(run_dir: Path) -> None:
+    lm = gen.load(run_dir)
+    assert isinstance(lm, gen.CharLM)
+    text = "Love is not love"
+    total, count = lm.nll([text])
+    assert count == len(text) and lm.log_prob(text) == pytest.approx(-total)
+    assert lm.log_prob("") == 0.0
+    # the same characters scored one at a time, each from <bos> + the text before it, with a fresh state
+    ids = [lm.tokenizer.bos_id] + lm.tokenizer.encode(text)
+    by_hand = 0.0
+    with torch.no_grad():
+        for i in range(1, len(ids)):
+            logits, _ = lm.model.run(torch.tensor([ids[:i]]), torch.tensor([i]))  # (1, i, V)
+            by_hand += float(logits[0, -1].float().log_softmax(-1)[ids[i]])
+    assert lm.log_prob(text) == pytest.approx(by_hand, rel=1e-4)
+    probs = lm.next_char_probabilities("Love is")  # what sampling draws from: characters only
+    assert sum(probs.values()) == pytest.approx(1.0) and "<unk>" not in probs and "" not in probs
+    unseen = lm.log_prob("Love{")  # '{' never occurs in the fixture: <unk>, finite and heavily penalised
+    assert math.isfinite(unseen) and unseen < lm.log_prob("Love")
+
+
+def test_sampling_is_deterministic_with_a_seed(run_dir: Path) -> None:
+    lm = gen.load(run_dir)
+    a = lm.generate("Shall", 60, temperature=0.9, seed=7)
+    assert a.startswith("Shall") and len(a) == len("Shall") + 60
+    assert lm.generate("Shall", 60, temperature=0.9, seed=7) == a
+    assert lm.generate("Shall", 60, temperature=0.9, seed=8) != a
+    assert len(lm.generate("", 30, top_k=3, top_p=0.9, seed=1)) == 30
+    assert lm.generate("Shall", 10, greedy_decoding=True) == lm.generate("Shall", 10, greedy_decoding=True)
+    streamed: list[str] = []
+    assert lm.generate("So", 25, seed=3, on_text=streamed.append) == "So" + "".join(streamed)
+
+
+def test_generate_cli_streams_the_same_text_for_the_same_seed(run_dir: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["generate", "--model", str(run_dir), "--prime", "My ", "--length", "40", "--seed", "5"]
+    assert gen.main(args) == 0
+    first = capsys.readouterr().out
+    assert gen.main(args) == 0
+    assert capsys.readouterr().out == first and first.startswith("My ")
+    assert gen.main(args + ["--num-samples", "2", "--top-k", "5"]) == 0
+    assert capsys.readouterr().out.count("=== sample") == 2
+
+
+def test_evaluate_cli_matches_training_report(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert gen.main(["evaluate", "--model", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    expected = json.loads((run_dir / "evaluation_test.json").read_text())["nats_per_char"]
+    assert f"{expected:.4f} nats/char" in out
+
+
+def test_unknown_prime_characters_are_named_and_nothing_is_printed(run_dir: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    assert gen.main(["generate", "--model", str(run_dir), "--prime", "Zebra{"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "never seen in training" in captured.err and "'Z'" in captured.err and "'{'" in captured.err
+    with pytest.raises(SeqnlpError, match="never seen"):
+        gen.load(run_dir).generate("{", 5)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--temperature", "0"], "--temperature must be > 0"),
+    (["--temperature", "-1"], "--temperature must be > 0"),
+    (["--top-p", "0"], r"--top-p must be in \(0, 1\]"),
+    (["--top-p", "1.5"], r"--top-p must be in \(0, 1\]"),
+    (["--top-k", "0"], "--top-k must be >= 1"),
+    (["--length", "-1"], "--length must be >= 0"),
+    (["--num-samples", "0"], "--num-samples must be >= 1"),
+])
+def test_invalid_sampling_values_are_clear_errors(flags: list[str], message: str,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    # checked before the model is read: the folder need not exist
+    assert gen.main(["generate", "--model", "no/such/run", *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    with pytest.raises(SeqnlpError, match=message):
+        gen.check_sampling(**{"length": 1, "temperature": 1.0, "top_k": None, "top_p": None,
+                              **_as_kwargs(flags)})
+
+
+def _as_kwargs(flags: list[str]) -> dict[str, float]:
+    name, value = flags[0].lstrip("-").replace("-", "_"), float(flags[1])
+    return {name: int(value) if name in ("length", "top_k", "num_samples") else value}
+
+
+def test_bad_run_folders_and_too_short_texts_are_clear_errors(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    assert gen.main(["generate", "--model", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    short = tmp_path / "short.txt"
+    short.write_text("tiny text " * 5)
+    assert gen.main(["--dataset", str(short), *TINY, "--output", str(tmp_path / "r")]) == 2
+    assert "too short" in capsys.readouterr().err
+
+
+def test_char_tokenizer_round_trips_the_fixture() -> None:
+    text = FIXTURE.read_text()
+    tok = Tokenizer.train([text], level="char")
+    assert tok.decode(tok.encode(text)) == text
