@@ -238,8 +238,8 @@ def read_result(path: str | Path) -> dict[str, Any]:
     return result
 
 
-def read_results(folder: str | Path, *, errors: list[tuple[Path, str]] | None = None) -> list[dict[str, Any]]:
-    """Every valid result under `folder` (recursively, *.json, sorted by path).
+def iter_results(folder: str | Path, *, errors: list[tuple[Path, str]] | None = None) -> list[tuple[Path, dict[str, Any]]]:
+    """(path, result) for every valid result under `folder` (recursively, *.json, sorted by path).
 
     An invalid file raises SeqnlpError, unless an `errors` list is given: then it is skipped and
     (path, message) is appended to it, so a leaderboard can say which files it left out.
@@ -250,9 +250,14 @@ def read_results(folder: str | Path, *, errors: list[tuple[Path, str]] | None = 
     out = []
     for path in sorted(folder.rglob("*.json")):
         try:
-            out.append(read_result(path))
+            out.append((path, read_result(path)))
         except SeqnlpError as err:
             if errors is None:
                 raise
             errors.append((path, str(err)))
     return out
+
+
+def read_results(folder: str | Path, *, errors: list[tuple[Path, str]] | None = None) -> list[dict[str, Any]]:
+    """Every valid result under `folder` (see `iter_results` for `errors`)."""
+    return [result for _, result in iter_results(folder, errors=errors)]

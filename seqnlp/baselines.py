@@ -1,0 +1,295 @@
+"""Simple non-neural baselines, scored by the same code as every model, so a neural number has context.
+
+- sentiment: TF-IDF (word 1–2-grams) + logistic regression (scikit-learn), C chosen on validation;
+- generation: an interpolated Kneser-Ney character n-gram model, order chosen on validation;
+- translation: copy the source sentence as the translation.
+
+Each baseline is a bring-your-own model for `seqnlp.leaderboard.evaluate` (`predict`, `log_prob`,
+`translate`), so its numbers come from exactly the metric code that scores seqnlp's own runs.
+
+    python -m seqnlp.leaderboard run --baselines            # all benchmarks, results into results/
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from seqnlp.benchmark import Benchmark, load_benchmark
+from seqnlp.errors import SeqnlpError
+from seqnlp.results import append_result, build_result
+
+MAX_ORDER = 10  # n-gram codes are base-V integers; V^order must stay inside int64 for V up to ~70
+
+
+# ----------------------------------------------------------------------------------------------
+# Sentiment: TF-IDF + logistic regression
+
+
+class TfidfLogReg:
+    """TF-IDF features over word uni- and bigrams, then L2 logistic regression (deterministic, liblinear)."""
+
+    def __init__(self, C: float = 4.0, ngram_max: int = 2, min_df: int = 2, max_features: int | None = 200_000):
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+
+        self.C = C
+        self.pipeline = make_pipeline(
+            TfidfVectorizer(ngram_range=(1, ngram_max), min_df=min_df, max_features=max_features,
+                            sublinear_tf=True, strip_accents="unicode", dtype=np.float32),
+            LogisticRegression(C=C, solver="liblinear", max_iter=1000, random_state=0),
+        )
+
+    def fit(self, texts: Sequence[str], labels: Sequence[int]) -> TfidfLogReg:
+        """Fit vocabulary, IDF weights and the classifier."""
+        self.pipeline.fit(list(texts), np.asarray(labels))
+        return self
+
+    def predict(self, texts: Sequence[str]) -> list[int]:
+        """Label ids for `texts` (the bring-your-own sentiment protocol)."""
+        return [int(y) for y in self.pipeline.predict(list(texts))]
+
+    @property
+    def num_parameters(self) -> int:
+        """Learned weights: one per feature and class (binary: one row), plus biases."""
+        clf = self.pipeline[-1]
+        return int(clf.coef_.size + clf.intercept_.size)
+
+
+# ----------------------------------------------------------------------------------------------
+# Generation: interpolated Kneser-Ney character n-grams, vectorised with numpy
+
+
+@dataclass
+class _Order:
+    """Counts for n-grams of one length L: sorted codes and (continuation) counts, and per-context sums."""
+
+    keys: np.ndarray  # (K,) int64 sorted n-gram codes
+    counts: np.ndarray  # (K,) float64 count (highest order) or continuation count (lower orders)
+    ctx_keys: np.ndarray  # (Hc,) int64 sorted context codes (code // V)
+    ctx_total: np.ndarray  # (Hc,) float64 sum of counts over continuations
+    ctx_types: np.ndarray  # (Hc,) float64 number of distinct continuations
+    discount: float
+
+
+def _lookup(sorted_keys: np.ndarray, values: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    # Vectorised dictionary lookup: 0 where the query is absent.
+    if sorted_keys.size == 0:
+        return np.zeros(queries.shape, dtype=np.float64)
+    pos = np.searchsorted(sorted_keys, queries).clip(max=sorted_keys.size - 1)
+    return np.where(sorted_keys[pos] == queries, values[pos], 0.0)
+
+
+class CharNGramLM:
+    """Interpolated Kneser-Ney character language model of a fixed order (context = order - 1 characters).
+
+    Modified-KN-style single discount per order, D = n1 / (n1 + 2 n2); lower orders use continuation
+    counts; the bottom is uniform over the training characters plus one unknown-character slot.
+    Every row of text is scored from its first character, with no context across rows.
+    """
+
+    def __init__(self, order: int = 6):
+        if not 1 <= order <= MAX_ORDER:
+            raise SeqnlpError(f"n-gram order must be between 1 and {MAX_ORDER}, not {order}")
+        self.order = order
+        self.vocab = np.zeros(0, dtype=np.uint32)  # sorted code points seen in training
+        self.tables: list[_Order] = []
+
+    @property
+    def V(self) -> int:
+        """Vocabulary size including the unknown-character slot."""
+        return int(self.vocab.size) + 1
+
+    def _codes(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Concatenate rows → (char ids (N,), distance of each char from its row start (N,))."""
+        joined = "".join(texts)
+        points = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)  # (N,) code points
+        if self.vocab.size:
+            pos = np.searchsorted(self.vocab, points).clip(max=self.vocab.size - 1)  # (N,)
+            ids = np.where(self.vocab[pos] == points, pos, self.V - 1)  # (N,) unseen chars → unknown slot
+        else:
+            ids = np.full(points.shape, self.V - 1)  # (N,)
+        lengths = np.array([len(t) for t in texts], dtype=np.int64)  # (R,)
+        starts = np.repeat(np.cumsum(lengths) - lengths, lengths)  # (N,) start offset of each char's row
+        dist = np.arange(points.size, dtype=np.int64) - starts  # (N,)
+        return ids.astype(np.int64), dist
+
+    def _ngram_keys(self, ids: np.ndarray, dist: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """For L = 1..order: (codes of the L-gram ending at each position (N,), valid mask (N,))."""
+        V = self.V
+        out = []
+        key = ids.copy()  # (N,) code of the 1-gram
+        for L in range(1, self.order + 1):
+            if L > 1:
+                prev = np.zeros_like(ids)  # (N,) the char L-1 positions back (0 where out of range)
+                prev[L - 1:] = ids[: ids.size - (L - 1)]
+                key = prev * V ** (L - 1) + key  # first char is the most significant digit
+            out.append((key.copy(), dist >= L - 1))
+        return out
+
+    def fit(self, texts: Sequence[str]) -> CharNGramLM:
+        """Count n-grams of every length up to `order` in `texts` (rows do not run into each other)."""
+        joined = "".join(texts)
+        self.vocab = np.unique(np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32))
+        if self.V ** self.order >= 2**62:
+            raise SeqnlpError(f"{self.V - 1} distinct characters are too many for order {self.order}; use a "
+                              "lower order")
+        ids, dist = self._codes(texts)
+        grams = self._ngram_keys(ids, dist)
+        V = self.V
+        counts_by_L: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        # Highest order: raw counts.
+        key, valid = grams[-1]
+        uk, uc = np.unique(key[valid], return_counts=True)
+        counts_by_L[self.order] = (uk, uc.astype(np.float64))
+        # Lower orders: continuation counts N1+(• g) = distinct one-char left extensions of g.
+        for L in range(self.order - 1, 0, -1):
+            longer = counts_by_L[L + 1][0]
+            suffix = longer % V**L
+            k, c = np.unique(suffix, return_counts=True)
+            counts_by_L[L] = (k, c.astype(np.float64))
+        self.tables = []
+        for L in range(1, self.order + 1):
+            k, c = counts_by_L[L]
+            ctx = k // V
+            ck, inverse = np.unique(ctx, return_inverse=True)
+            total = np.bincount(inverse, weights=c, minlength=ck.size)  # (Hc,)
+            types = np.bincount(inverse, minlength=ck.size).astype(np.float64)  # (Hc,)
+            n1, n2 = float((c == 1).sum()), float((c == 2).sum())
+            discount = n1 / (n1 + 2 * n2) if n1 > 0 else 0.5
+            self.tables.append(_Order(k, c, ck, total, types, min(max(discount, 0.05), 0.95)))
+        return self
+
+    def char_log_probs(self, texts: Sequence[str]) -> np.ndarray:
+        """Natural-log probability of every character of `texts` given the characters before it in its row."""
+        if not self.tables:
+            raise SeqnlpError("the n-gram model is not fitted; call fit(texts) first")
+        ids, dist = self._codes(texts)
+        grams = self._ngram_keys(ids, dist)
+        V = self.V
+        p = np.full(ids.shape, 1.0 / V)  # (N,) uniform bottom
+        for (key, valid), t in zip(grams, self.tables):
+            c = _lookup(t.keys, t.counts, key)  # (N,)
+            ctx = key // V
+            total = _lookup(t.ctx_keys, t.ctx_total, ctx)  # (N,)
+            types = _lookup(t.ctx_keys, t.ctx_types, ctx)  # (N,)
+            seen = valid & (total > 0)
+            safe = np.where(seen, total, 1.0)
+            mixed = np.maximum(c - t.discount, 0.0) / safe + t.discount * types / safe * p
+            p = np.where(seen, mixed, p)
+        return np.log(p)
+
+    def log_prob(self, text: str) -> float:
+        """Total natural-log probability of the characters of `text` (the bring-your-own generation protocol)."""
+        return float(self.char_log_probs([text]).sum()) if text else 0.0
+
+    @property
+    def num_parameters(self) -> int:
+        """Stored n-gram counts (all orders)."""
+        return int(sum(t.keys.size for t in self.tables))
+
+
+# ----------------------------------------------------------------------------------------------
+# Translation: copy the source
+
+
+class CopySource:
+    """Translate by returning the source sentence unchanged (shared names, numbers and cognates score)."""
+
+    def translate(self, texts: Sequence[str]) -> list[str]:
+        """The bring-your-own translation protocol."""
+        return list(texts)
+
+
+# ----------------------------------------------------------------------------------------------
+# Running a baseline on a benchmark
+
+
+def _column(ds: Any, name: str, where: str) -> list[Any]:
+    if name not in ds.column_names:
+        raise SeqnlpError(f"{where} has no column {name!r} (columns: {', '.join(ds.column_names)}); "
+                          "fix [columns] in the benchmark file")
+    return list(ds[name])
+
+
+def _sentiment(bench: Benchmark, data_dir: str | Path | None) -> tuple[Any, dict[str, Any], float, int]:
+    from seqnlp.leaderboard import evaluate
+
+    train = bench.load_split("train", data_dir=data_dir)
+    texts = _column(train, bench.columns["text"], "train split")
+    labels = _column(train, bench.columns["label"], "train split")
+    grid = (1.0, 4.0, 16.0)
+    start = time.perf_counter()
+    tried = {}
+    for C in grid:  # choose C on the model-selection split, never on the scored one
+        model = TfidfLogReg(C=C).fit(texts, labels)
+        tried[C] = evaluate(model, bench, split="validation", data_dir=data_dir)[bench.metric].value
+    best = max(grid, key=lambda c: (tried[c], -c))
+    model = TfidfLogReg(C=best).fit(texts, labels)
+    seconds = time.perf_counter() - start
+    config = {"baseline": "tfidf_logreg", "C": best, "C_grid": list(grid), "validation": {str(k): v for k, v in
+              tried.items()}, "ngram_range": [1, 2], "min_df": 2, "max_features": 200_000, "sublinear_tf": True,
+              "solver": "liblinear"}
+    return model, config, seconds, sum(len(t) for t in texts)
+
+
+def _generation(bench: Benchmark, data_dir: str | Path | None) -> tuple[Any, dict[str, Any], float, int]:
+    from seqnlp.leaderboard import evaluate
+
+    texts = _column(bench.load_split("train", data_dir=data_dir), bench.columns["text"], "train split")
+    grid = (3, 4, 5, 6, 7, 8)
+    start = time.perf_counter()
+    tried = {}
+    for order in grid:
+        model = CharNGramLM(order).fit(texts)
+        tried[order] = evaluate(model, bench, split="validation", data_dir=data_dir)[bench.metric].value
+    best = min(grid, key=lambda o: (tried[o], o)) if not bench.higher_is_better else max(grid, key=tried.get)
+    model = CharNGramLM(best).fit(texts)
+    seconds = time.perf_counter() - start
+    config = {"baseline": "char_ngram_kn", "order": best, "order_grid": list(grid),
+              "validation": {str(k): v for k, v in tried.items()}, "smoothing": "interpolated Kneser-Ney"}
+    return model, config, seconds, sum(len(t) for t in texts)
+
+
+def _translation(bench: Benchmark, data_dir: str | Path | None) -> tuple[Any, dict[str, Any], float, int]:
+    return CopySource(), {"baseline": "copy_source"}, 0.0, 0
+
+
+BASELINES = {
+    "sentiment": ("baseline: tf-idf + logreg", _sentiment),
+    "generation": ("baseline: char n-gram (Kneser-Ney)", _generation),
+    "translation": ("baseline: copy source", _translation),
+}
+
+
+def run_baseline(benchmark: str | Path | Benchmark, *, data_dir: str | Path | None = None,
+                 results_dir: str | Path | None = None) -> dict[str, Any]:
+    """Fit the task's baseline on train (tuned on validation), score the benchmark's scored split.
+
+    Returns the results dict; with `results_dir`, also appends it as results_dir/<benchmark>/<date>-<model>.json.
+    """
+    from seqnlp.leaderboard import evaluate
+
+    bench = benchmark if isinstance(benchmark, Benchmark) else load_benchmark(benchmark)
+    name, fit = BASELINES[bench.task]
+    model, config, seconds, train_chars = fit(bench, data_dir)
+    scores = evaluate(model, bench, data_dir=data_dir)
+    params = getattr(model, "num_parameters", None)
+    if isinstance(model, CharNGramLM):
+        name = f"baseline: char {model.order}-gram (Kneser-Ney)"
+    result = build_result(
+        benchmark=bench.name, version=bench.version, task=bench.task, split=bench.test_split,
+        scores=list(scores.values()), model=name, params=params,
+        train_seconds=seconds if seconds > 0 else None,
+        tokens_per_second=None, seed=0, config=config,
+        extra={"train_chars": train_chars} if train_chars else None,
+    )
+    if results_dir is not None:
+        append_result(results_dir, result)
+    return result

@@ -1,0 +1,478 @@
+"""The leaderboard: score models on fixed benchmarks, keep the results, print ranked tables.
+
+    python -m seqnlp.leaderboard run sst2 --model runs/sentiment-...   # evaluate a trained run
+    python -m seqnlp.leaderboard run sst2 --time-budget 10              # train the reference config
+    python -m seqnlp.leaderboard run --baselines                        # non-neural baselines
+    python -m seqnlp.leaderboard show                                   # ranked Markdown tables
+
+Bring your own model: `evaluate(model, "sst2")` scores any object that follows the protocol of the
+benchmark's task kind, with the same metric code that scores seqnlp's own runs:
+
+- sentiment:   `model.predict(texts: list[str]) -> list[int | str]` (label ids or label names);
+- generation:  `model.log_prob(text: str) -> float`, the total natural-log probability of the
+               text's characters, each given the ones before it (`score` is accepted as the same);
+- translation: `model.translate(texts: list[str]) -> list[str]` (detokenized), and optionally
+               `model.target_nll(sources, targets) -> (total_nll_nats, target_tokens)` for perplexity.
+
+Only results whose benchmark version equals the benchmark file's current version, on its scored split,
+are ranked. Published numbers from tasks/references.toml are shown beside each table, never ranked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import math
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from seqnlp import metrics
+from seqnlp.benchmark import NOT_BENCHMARKS, Benchmark, list_benchmarks, load_benchmark, tasks_dir
+from seqnlp.errors import SeqnlpError, cli_main
+from seqnlp.io import read_json
+from seqnlp.metrics import Score
+from seqnlp.results import append_result, iter_results, read_result
+
+# Task kind → its module, imported only when a run needs it (plain dict registry).
+TASK_MODULES: dict[str, Callable[[], Any]] = {
+    "sentiment": lambda: importlib.import_module("seqnlp.tasks.sentiment"),
+    "generation": lambda: importlib.import_module("seqnlp.tasks.generation"),
+    "translation": lambda: importlib.import_module("seqnlp.tasks.translation"),
+}
+
+SPLIT_ROLES = ("test", "validation", "train")
+
+
+def _bench(benchmark: str | Path | Benchmark) -> Benchmark:
+    return benchmark if isinstance(benchmark, Benchmark) else load_benchmark(benchmark)
+
+
+def split_name(bench: Benchmark, role: str = "test") -> str:
+    """The dataset split behind a role, as recorded in results (carved validation is spelled out)."""
+    if role == "test":
+        return bench.test_split
+    if role == "validation" and bench.validation_split is None:
+        return (f"{bench.train_split}[carved validation {bench.validation_fraction:g}, "
+                f"seed {bench.validation_seed}]")
+    return bench.validation_split if role == "validation" else bench.train_split  # type: ignore[return-value]
+
+
+# ----------------------------------------------------------------------------------------------
+# Bring-your-own-model evaluation
+
+
+def _columns(ds: Any, bench: Benchmark) -> dict[str, list[Any]]:
+    missing = [c for c in bench.columns.values() if c not in ds.column_names]
+    if missing:
+        raise SeqnlpError(f"benchmark {bench.name}: split has no column {missing[0]!r} (columns: "
+                          f"{', '.join(ds.column_names)}); fix [columns] in {bench.path}")
+    return {role: list(ds[col]) for role, col in bench.columns.items()}
+
+
+def _method(model: Any, names: Sequence[str], task: str) -> Callable[..., Any]:
+    for name in names:
+        fn = getattr(model, name, None)
+        if callable(fn):
+            return fn
+    raise SeqnlpError(f"{type(model).__name__} has no {' or '.join(names)}() method, which a {task} model needs "
+                      "(see seqnlp.leaderboard's bring-your-own-model protocol)")
+
+
+def _score_sentiment(model: Any, ds: Any, bench: Benchmark) -> list[Score]:
+    cols = _columns(ds, bench)
+    texts, refs = cols["text"], [int(y) for y in cols["label"]]
+    if any(y < 0 for y in refs):
+        raise SeqnlpError(f"benchmark {bench.name}: the scored split has hidden labels (-1); score a labelled split")
+    feature = ds.features.get(bench.columns["label"]) if hasattr(ds, "features") else None
+    names = list(getattr(feature, "names", None) or [])
+    hyps = list(_method(model, ["predict"], "sentiment")(list(texts)))
+    if len(hyps) != len(refs):
+        raise SeqnlpError(f"predict() returned {len(hyps)} labels for {len(refs)} texts; return one per text")
+    ids = []
+    for h in hyps:
+        if isinstance(h, str):
+            if h not in names:
+                raise SeqnlpError(f"predicted label {h!r} is not one of this benchmark's labels "
+                                  f"({', '.join(names) or 'integer ids only'}); return ids or these names")
+            ids.append(names.index(h))
+        elif isinstance(h, bool) or not float(h).is_integer():
+            raise SeqnlpError(f"predicted label {h!r} is not a label id or name")
+        else:
+            ids.append(int(h))
+    labels = list(range(len(names))) if names else None
+    out = {"accuracy": lambda: metrics.accuracy(refs, ids), "macro_f1": lambda: metrics.macro_f1(refs, ids, labels)}
+    return [out[m]() for m in bench.metrics if m in out]
+
+
+def _score_generation(model: Any, ds: Any, bench: Benchmark) -> list[Score]:
+    texts = [t for t in _columns(ds, bench)["text"] if t]
+    log_prob = _method(model, ["log_prob", "score"], "generation")
+    total = 0.0
+    for t in texts:  # one call per row: rows are documents (Tiny Shakespeare's split is a single row)
+        lp = float(log_prob(t))
+        if not math.isfinite(lp) or lp > 1e-6 * max(len(t), 1):
+            raise SeqnlpError(f"log_prob() returned {lp} for a {len(t)}-character text; it must be a finite "
+                              "total natural-log probability (<= 0)")
+        total += min(lp, 0.0)
+    count = sum(len(t) for t in texts)
+    nll = -total
+    out = {"nats_per_char": lambda: metrics.nats_per_char(nll, count),
+           "bits_per_char": lambda: metrics.bits_per_char(nll, count),
+           "perplexity": lambda: metrics.perplexity(nll, count, unit="char")}
+    return [out[m]() for m in bench.metrics if m in out]
+
+
+def _score_translation(model: Any, ds: Any, bench: Benchmark) -> list[Score]:
+    cols = _columns(ds, bench)
+    sources, refs = [str(s) for s in cols["source"]], [str(t) for t in cols["target"]]
+    hyps = list(_method(model, ["translate"], "translation")(list(sources)))
+    if len(hyps) != len(refs) or not all(isinstance(h, str) for h in hyps):
+        raise SeqnlpError(f"translate() must return one string per source sentence ({len(refs)}), "
+                          f"got {len(hyps)} items")
+    out: dict[str, Callable[[], Score]] = {"bleu": lambda: metrics.bleu(hyps, refs),
+                                           "chrf": lambda: metrics.chrf(hyps, refs)}
+    nll_fn = getattr(model, "target_nll", None)
+    if callable(nll_fn):
+        def ppl() -> Score:
+            nll, count = nll_fn(sources, refs)
+            return metrics.perplexity(float(nll), int(count), unit="target token")
+        out["perplexity"] = ppl
+    return [out[m]() for m in bench.metrics if m in out]
+
+
+SCORERS: dict[str, Callable[[Any, Any, Benchmark], list[Score]]] = {
+    "sentiment": _score_sentiment,
+    "generation": _score_generation,
+    "translation": _score_translation,
+}
+
+
+def evaluate(model: Any, benchmark: str | Path | Benchmark, *, split: str | None = None, limit: int | None = None,
+             data_dir: str | Path | None = None) -> dict[str, Score]:
+    """Score a bring-your-own model on a benchmark; returns {metric name: Score}.
+
+    `split` is a role: "test" (default: the benchmark's scored split), "validation" (its model-selection
+    split, carved from train when so declared) or "train". `limit` scores only the first `limit` rows.
+    The model follows the protocol of the benchmark's task kind (see the module docstring).
+    """
+    bench = _bench(benchmark)
+    role = split or "test"
+    if role not in SPLIT_ROLES:
+        raise SeqnlpError(f"split must be one of {', '.join(SPLIT_ROLES)} (a role, not a dataset split name), "
+                          f"not {role!r}")
+    ds = bench.load_split(role, data_dir=data_dir)
+    if limit is not None:
+        if limit < 1:
+            raise SeqnlpError(f"limit must be at least 1, not {limit}")
+        ds = ds.select(range(min(limit, len(ds))))
+    return {s.name: s for s in SCORERS[bench.task](model, ds, bench)}
+
+
+# ----------------------------------------------------------------------------------------------
+# References (published numbers)
+
+
+_REF_REQUIRED = ("system", "metric", "value", "notes", "source")
+_REF_OPTIONAL = ("params",)
+
+
+def load_references(path: str | Path | None = None) -> list[dict[str, Any]]:
+    """Published numbers from tasks/references.toml: a list of {benchmark, system, metric, value, notes, source,
+    params}. Refused (SeqnlpError naming file and key) when malformed; [] when the file does not exist."""
+    from seqnlp.benchmark import METRIC_DIRECTIONS, tomllib
+
+    if path is None:
+        try:
+            path = tasks_dir() / "references.toml"
+        except SeqnlpError:
+            return []
+    path = Path(path)
+    if not path.is_file():
+        return []
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise SeqnlpError(f"{path}: not valid TOML ({err}); fix the file") from None
+    out = []
+    for bench, rows in raw.items():
+        if not isinstance(rows, list):
+            raise SeqnlpError(f"{path}: {bench}: must be an array of tables ([[{bench}]])")
+        for i, row in enumerate(rows):
+            where = f"{path}: {bench}[{i}]"
+            unknown = sorted(set(row) - set(_REF_REQUIRED) - set(_REF_OPTIONAL))
+            missing = [k for k in _REF_REQUIRED if k not in row]
+            if unknown or missing:
+                raise SeqnlpError(f"{where}.{(unknown or missing)[0]}: {'unknown' if unknown else 'missing'} key")
+            if row["metric"] not in METRIC_DIRECTIONS:
+                raise SeqnlpError(f"{where}.metric: unknown metric {row['metric']!r}")
+            if isinstance(row["value"], bool) or not isinstance(row["value"], (int, float)):
+                raise SeqnlpError(f"{where}.value: must be a number")
+            out.append({"benchmark": bench, "params": row.get("params"), **row, "value": float(row["value"])})
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Ranking and tables
+
+
+def rank(entries: Sequence[tuple[Path, dict[str, Any]]], bench: Benchmark) -> tuple[
+        list[tuple[int, Path, dict[str, Any]]], list[tuple[Path, str]]]:
+    """Rank results of one benchmark by its primary metric, best first (ties share a rank).
+
+    Returns (ranked [(rank, path, result)], not ranked [(path, reason)]): results of another version,
+    another split, or without the primary metric are not ranked.
+    """
+    ok, skipped = [], []
+    for path, r in entries:
+        if r["version"] != bench.version:
+            skipped.append((path, f"stale: benchmark version {r['version']}, current is {bench.version}"))
+        elif r["split"] != bench.test_split:
+            skipped.append((path, f"split {r['split']!r} is not the scored split {bench.test_split!r}"))
+        elif bench.metric not in r["metrics"]:
+            skipped.append((path, f"no {bench.metric} metric"))
+        else:
+            ok.append((path, r))
+    sign = -1.0 if bench.higher_is_better else 1.0
+    ok.sort(key=lambda pr: (sign * pr[1]["metrics"][bench.metric]["value"], pr[1]["date"], str(pr[0])))
+    ranked, prev, prev_rank = [], None, 0
+    for i, (path, r) in enumerate(ok, start=1):
+        value = r["metrics"][bench.metric]["value"]
+        prev_rank = prev_rank if value == prev else i
+        prev = value
+        ranked.append((prev_rank, path, r))
+    return ranked, skipped
+
+
+def _fmt_value(metric: str, value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.4f}" if metric in ("nats_per_char", "bits_per_char") else f"{value:.2f}"
+
+
+def _fmt_params(n: Any) -> str:
+    if n is None:
+        return "–"
+    if isinstance(n, str):
+        return n
+    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k" if n >= 1e3 else str(n)
+
+
+def _fmt_seconds(s: float | None) -> str:
+    if s is None:
+        return "–"
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.1f} h"
+
+
+def _fmt_hardware(h: dict[str, Any]) -> str:
+    if h.get("gpu"):
+        return str(h["gpu"])
+    cpu = re.sub(r"\((R|TM)\)|CPU @.*|\s+Processor", "", str(h.get("cpu", "?"))).strip()
+    cpu = re.sub(r"\s+", " ", cpu)
+    threads = h.get("torch_threads") or h.get("cpu_count")
+    return f"{cpu}, {threads} threads" if threads else cpu
+
+
+def _cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _arrow(metric: str) -> str:
+    from seqnlp.benchmark import METRIC_DIRECTIONS
+
+    return "↑" if METRIC_DIRECTIONS.get(metric, True) else "↓"
+
+
+def render_markdown(results_dir: str | Path = "results", *, references: bool = True,
+                    benchmarks: Sequence[str] | None = None) -> str:
+    """The leaderboard as Markdown: one ranked table per benchmark, then its published references."""
+    errors: list[tuple[Path, str]] = []
+    entries = iter_results(results_dir, errors=errors)
+    refs = load_references() if references else []
+    names = list(benchmarks) if benchmarks else list_benchmarks()
+    by_bench: dict[str, list[tuple[Path, dict[str, Any]]]] = {}
+    for path, r in entries:
+        by_bench.setdefault(r["benchmark"], []).append((path, r))
+    lines: list[str] = []
+    for name in names:
+        bench = load_benchmark(name)
+        others = [m for m in bench.metrics if m != bench.metric]
+        lines += [f"### {bench.name}: {bench.metric} {_arrow(bench.metric)} on `{bench.test_split}` "
+                  f"(benchmark version {bench.version})", ""]
+        ranked, skipped = rank(by_bench.pop(bench.name, []), bench)
+        head = ["rank", "model", f"{bench.metric} {_arrow(bench.metric)}"] + [f"{m} {_arrow(m)}" for m in others] + [
+            "params", "train time", "hardware", "date"]
+        if ranked:
+            lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            for rk, _, r in ranked:
+                m = r["metrics"]
+                row = [str(rk), _cell(r["model"]), _fmt_value(bench.metric, m[bench.metric]["value"])]
+                row += [_fmt_value(o, m[o]["value"] if o in m else None) for o in others]
+                row += [_fmt_params(r["params"]), _fmt_seconds(r["train_seconds"]),
+                        _cell(_fmt_hardware(r["hardware"])), r["date"][:10]]
+                lines.append("| " + " | ".join(row) + " |")
+        else:
+            lines.append("No results yet.")
+        lines.append("")
+        if skipped:
+            lines.append(f"Not ranked ({len(skipped)}):")
+            lines += [f"- `{_cell(p)}`: {why}" for p, why in skipped]
+            lines.append("")
+        bench_refs = [r for r in refs if r["benchmark"] == bench.name]
+        if bench_refs:
+            lines += ["Published references (not seqnlp runs, not ranked; most are measured differently, see notes):",
+                      "", "| rank | system | metric | value | params | notes | source |", "|---|---|---|---|---|---|---|"]
+            for r in bench_refs:
+                lines.append(f"| ref | {_cell(r['system'])} | {r['metric']} {_arrow(r['metric'])} | "
+                             f"{_fmt_value(r['metric'], r['value'])} | {_cell(r['params'] or '–')} | "
+                             f"{_cell(r['notes'])} | {_cell(r['source'])} |")
+            lines.append("")
+    leftover = [(p, f"benchmark {b!r} is not among the benchmarks shown") for b, es in sorted(by_bench.items())
+                for p, _ in es if not benchmarks]
+    problems = leftover + [(p, f"unreadable: {msg}") for p, msg in errors]
+    if problems:
+        lines.append(f"Skipped result files ({len(problems)}):")
+        lines += [f"- `{_cell(p)}`: {_cell(why)}" for p, why in problems]
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+# ----------------------------------------------------------------------------------------------
+# Running models and baselines
+
+
+def _bench_arg(bench: Benchmark) -> str:
+    # Task modules accept a name or a path; pass the name for the standard benchmarks.
+    try:
+        if bench.path is not None and bench.path.parent == tasks_dir().resolve():
+            return bench.name
+    except SeqnlpError:
+        pass
+    return str(bench.path) if bench.path is not None else bench.name
+
+
+def _call_task(bench: Benchmark, argv: list[str], results_dir: Path) -> dict[str, Any]:
+    """Run a task module's main with `argv` + --results, then append its validated result."""
+    module = TASK_MODULES[bench.task]()
+    with tempfile.TemporaryDirectory(prefix="seqnlp-leaderboard-") as tmp:
+        file = Path(tmp) / "result.json"
+        status = module.main([*argv, "--results", str(file)])
+        if status:
+            raise SeqnlpError(f"seqnlp.tasks.{bench.task} {argv[0]} exited with status {status}; see its message above")
+        if not file.is_file():
+            raise SeqnlpError(f"seqnlp.tasks.{bench.task} {argv[0]} wrote no results file")
+        result = read_result(file)
+    if result["benchmark"] != bench.name or result["version"] != bench.version:
+        raise SeqnlpError(f"the task wrote a result for {result['benchmark']} v{result['version']}, expected "
+                          f"{bench.name} v{bench.version}")
+    path = append_result(results_dir, result)
+    _report(result, path, bench)
+    return result
+
+
+def _report(result: dict[str, Any], path: Path, bench: Benchmark) -> None:
+    value = result["metrics"].get(bench.metric, {}).get("value")
+    print(f"{bench.name}: {result['model']}: {bench.metric} = {_fmt_value(bench.metric, value)} → {path}")
+
+
+def _run_benchmark_of(run_dir: Path, given: list[Benchmark]) -> Benchmark:
+    config = read_json(run_dir / "config.json")
+    if not isinstance(config, dict) or "task" not in config:
+        raise SeqnlpError(f"{run_dir / 'config.json'} has no task; is {run_dir} a seqnlp run folder?")
+    named = config.get("benchmark") or (config.get("data") or {}).get("benchmark")
+    if len(given) == 1:
+        bench = given[0]
+    elif named:
+        bench = load_benchmark(named)
+    else:
+        raise SeqnlpError(f"{run_dir} does not record its benchmark; name exactly one benchmark before --model")
+    if bench.task != config["task"]:
+        raise SeqnlpError(f"{run_dir} is a {config['task']} run but {bench.name} is a {bench.task} benchmark")
+    return bench
+
+
+def run(benchmarks: Sequence[str], *, models: Sequence[str] = (), baselines: bool = False, train: bool = False,
+        time_budget: float | None = None, results_dir: str | Path = "results", runs_dir: str | Path = "runs") -> int:
+    """Evaluate run folders, run baselines and/or train reference configurations; append results."""
+    results_dir = Path(results_dir)
+    given = [load_benchmark(b) for b in benchmarks]
+    chosen = given or [load_benchmark(b) for b in list_benchmarks()]
+    train = train or not (models or baselines)
+    for run_dir in models:
+        run_path = Path(run_dir)
+        bench = _run_benchmark_of(run_path, given)
+        _call_task(bench, ["evaluate", "--model", str(run_path), "--benchmark", _bench_arg(bench)], results_dir)
+    if baselines:
+        from seqnlp.baselines import run_baseline
+
+        for bench in chosen:
+            start = time.perf_counter()
+            result = run_baseline(bench, results_dir=None)
+            path = append_result(results_dir, result)
+            _report(result, path, bench)
+            print(f"  wall time {time.perf_counter() - start:.1f} s")
+    if train:
+        for bench in chosen:
+            stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+            argv = ["train", "--benchmark", _bench_arg(bench), "--output", str(Path(runs_dir) /
+                    f"leaderboard-{bench.name}-{stamp}")]
+            if time_budget is not None:
+                argv += ["--time-budget", f"{time_budget:g}"]
+            _call_task(bench, argv, results_dir)
+    return 0
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    """python -m seqnlp.leaderboard {run,show,list}."""
+    parser = argparse.ArgumentParser(prog="python -m seqnlp.leaderboard", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_run = sub.add_parser("run", help="evaluate run folders, run baselines, or train reference configurations")
+    p_run.add_argument("benchmarks", nargs="*", metavar="BENCHMARK",
+                       help="benchmark names or .toml paths (default: all in tasks/)")
+    p_run.add_argument("--model", action="append", default=[], metavar="RUN_DIR",
+                       help="evaluate this run folder on its benchmark's scored split (repeatable)")
+    p_run.add_argument("--baselines", action="store_true", help="run the non-neural baselines")
+    p_run.add_argument("--train", action="store_true",
+                       help="train the reference configuration (the default when neither --model nor --baselines)")
+    p_run.add_argument("--time-budget", type=float, metavar="MIN",
+                       help="training budget in minutes per benchmark (default: the task's own)")
+    p_run.add_argument("--results-dir", default="results", help="where results/<benchmark>/*.json go")
+    p_run.add_argument("--runs-dir", default="runs", help="where trained run folders go")
+    p_show = sub.add_parser("show", help="print the ranked tables")
+    p_show.add_argument("benchmarks", nargs="*", metavar="BENCHMARK", help="only these benchmarks")
+    p_show.add_argument("--results-dir", default="results")
+    p_show.add_argument("--format", choices=["markdown"], default="markdown")
+    p_show.add_argument("--no-references", action="store_true", help="leave out published numbers")
+    p_show.add_argument("--output", metavar="FILE", help="write the tables here instead of stdout")
+    sub.add_parser("list", help="list the benchmarks")
+    args = parser.parse_args(argv)
+    if args.command == "list":
+        for name in list_benchmarks():
+            b = load_benchmark(name)
+            print(f"{name}\tv{b.version}\t{b.task}\t{b.metric} {_arrow(b.metric)} on {b.test_split}")
+        return 0
+    if args.command == "show":
+        for b in args.benchmarks:
+            if b in NOT_BENCHMARKS:
+                raise SeqnlpError(f"{b} is not a benchmark")
+        text = render_markdown(args.results_dir, references=not args.no_references, benchmarks=args.benchmarks)
+        if args.output:
+            from seqnlp.io import atomic_write_bytes
+
+            atomic_write_bytes(args.output, text.encode("utf-8"))
+        else:
+            sys.stdout.write(text)
+        return 0
+    if args.time_budget is not None and not args.time_budget > 0:
+        raise SeqnlpError(f"--time-budget must be more than 0 minutes, not {args.time_budget}")
+    return run(args.benchmarks, models=args.model, baselines=args.baselines, train=args.train,
+               time_budget=args.time_budget, results_dir=args.results_dir, runs_dir=args.runs_dir)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
