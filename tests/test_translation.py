@@ -22,6 +22,15 @@ TINY = ["--layers", "1", "--hidden-size", "32", "--embedding-size", "16", "--dro
         "--progress", "off", "--no-curves", "--seed", "0"]
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny models run fastest on one thread, and the suite shares two cores with other jobs.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def tiny_model(**overrides: object) -> tr.Seq2Seq:
     cfg = tr.ModelConfig(**{"layers": 2, "decoder_layers": 2, "hidden_size": 16, "embedding_size": 8,
                             "dropout": 0.0, "rnn_precision": "fp32", **overrides})  # type: ignore[arg-type]
@@ -97,14 +106,14 @@ def test_attention_model_learns_to_reverse() -> None:
     torch.manual_seed(0)
     src, tgt = reversal_pairs(600, 0)
     tok = Tokenizer.train(src + tgt, level="word")
-    data = tr.DataConfig(batch_size=32, eval_batch_size=100)
+    data = tr.DataConfig(batch_size=16, eval_batch_size=100)
     train = tr.encode_corpus(src, tgt, tok, tok, None, "train")
     model = tr.Seq2Seq(tr.ModelConfig(layers=1, hidden_size=64, embedding_size=32, dropout=0.0, label_smoothing=0.0,
                                       rnn_precision="fp32"), tok.vocab_size, tok.vocab_size)
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
     batches = tr.training_batches(train, data, seed=0)
     model.train()
-    for epoch in range(12):
+    for epoch in range(8):
         for batch in batches(epoch):
             loss = model(batch).loss
             opt.zero_grad()
