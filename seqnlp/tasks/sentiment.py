@@ -181,6 +181,8 @@ def encode_texts(tokenizer: Tokenizer, texts: Sequence[str], config: ModelConfig
 def check_texts(texts: Sequence[Any], where: str) -> list[str]:
     """The texts as strings; SeqnlpError naming the first missing, non-string or empty one."""
     for i, text in enumerate(texts):
+        if text is None:
+            raise SeqnlpError(f"{where}: row {i} has an empty text (missing value); remove or fill the empty rows")
         if not isinstance(text, str):
             raise SeqnlpError(f"{where}: row {i} has a {type(text).__name__} text ({text!r}), not a string; "
                               "fix the text column (or choose another with --text-column)")
