@@ -1,0 +1,134 @@
+"""Training tokens/s: seqnlp's sentiment path vs the standard tutorial recipe, on SST-2, in one run.
+
+    flock /tmp/seqnlp-cpu.lock python benchmarks/sentiment_throughput.py [--seconds 30]
+
+seqnlp: its real training path, `seqnlp.tasks.sentiment` + `seqnlp.trainer.Trainer` with the benchmark's
+preset (length-bucketed batches, RNNEncoder without packing, bf16 autocast where the CPU has it).
+Reference: the PyTorch tutorial recipe (bentrevett/pytorch-sentiment-analysis, "2 - Recurrent Neural
+Networks"): random batches of 64, `pack_padded_sequence` into `nn.LSTM` (bidirectional), last hidden states,
+fp32, Adam. Both read the same token ids from the same word vocabulary and use the same embedding and
+hidden sizes, so a token is the same unit on both sides. Each side times only training steps (batch
+building, forward, backward, optimizer step), after warm-up, and counts real (non-pad) tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from seqnlp.config import resolve
+from seqnlp.data import pad
+from seqnlp.tasks import sentiment
+from seqnlp.tokenization import Tokenizer
+from seqnlp.trainer import TrainConfig, Trainer
+
+
+class TutorialLSTM(nn.Module):
+    """The tutorial's classifier: embedding → packed bi-LSTM → concatenated last hidden states → linear."""
+
+    def __init__(self, vocab_size: int, embedding_size: int, hidden_size: int, classes: int, dropout: float) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embedding_size, padding_idx=0)
+        self.lstm = nn.LSTM(embedding_size, hidden_size, bidirectional=True, batch_first=True)
+        self.fc = nn.Linear(2 * hidden_size, classes)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        embedded = self.dropout(self.embedding(ids))  # (B, T, E)
+        packed = pack_padded_sequence(embedded, lengths, batch_first=True, enforce_sorted=False)
+        _, (hidden, _) = self.lstm(packed)  # hidden (2, B, H)
+        hidden = self.dropout(torch.cat([hidden[-2], hidden[-1]], dim=1))  # (B, 2H)
+        return self.fc(hidden)  # (B, C)
+
+
+def reference_tokens_per_second(split: sentiment.Split, config: sentiment.ModelConfig, vocab_size: int,
+                                classes: int, seconds: float, batch_size: int, warmup: int = 5) -> float:
+    """Train the tutorial model on random batches for `seconds` (after `warmup` steps); real tokens/s."""
+    torch.manual_seed(0)
+    model = TutorialLSTM(vocab_size, config.embedding_size, config.hidden_size, classes, config.dropout)
+    optimizer = torch.optim.Adam(model.parameters())
+    order = np.random.default_rng(0).permutation(len(split.ids))  # (N,)
+    tokens, spent, step = 0, 0.0, 0
+    while spent < seconds:
+        start = (step * batch_size) % len(order)
+        rows = order[start:start + batch_size].tolist()
+        t0 = time.perf_counter()
+        ids, lengths = pad([split.ids[r] for r in rows], 0)  # (B, T), (B,)
+        labels = torch.from_numpy(split.labels[rows])  # (B,)
+        loss = F.cross_entropy(model(ids, lengths), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step >= warmup:
+            spent += time.perf_counter() - t0
+            tokens += int(lengths.sum())
+        step += 1
+    return tokens / spent
+
+
+def seqnlp_tokens_per_second(split: sentiment.Split, config: sentiment.ModelConfig, train: TrainConfig,
+                             tokenizer: Tokenizer, classes: int, seconds: float, warmup: int = 5) -> float:
+    """Train with seqnlp's Trainer on bucketed batches for `seconds`; the trainer's own tokens/s."""
+    from seqnlp.data import BucketBatchSampler
+
+    torch.manual_seed(0)
+    model = sentiment.SentimentClassifier(config, tokenizer.vocab_size, classes, tokenizer.pad_id)
+    sampler = BucketBatchSampler(split.lengths, config.batch_size, shuffle=True, seed=0)
+    with tempfile.TemporaryDirectory() as tmp:
+        # Warm-up (kernel set-up for the first shapes) in a throwaway run, as the reference warms up too.
+        for name, limit in (("warmup", {"max_steps": warmup}), ("timed", {"time_budget": seconds / 60.0})):
+            cfg = resolve(TrainConfig, {**vars(train), "epochs": 100, "progress": "off", "curves": False,
+                                        "eval_every": 0, **limit})
+            trainer = Trainer(model, cfg, Path(tmp) / name,
+                              train_batches=lambda e: sentiment.Batches(split, sampler.batches(e), tokenizer.pad_id),
+                              evaluate=lambda m: {"accuracy": 0.0}, metric="accuracy", higher_is_better=True)
+            result = trainer.fit()
+    return result.tokens_per_second
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--benchmark", default="sst2", help="benchmark whose train split and preset are used")
+    p.add_argument("--seconds", type=float, default=30.0, help="timed training per side")
+    p.add_argument("--reference-batch-size", type=int, default=64)
+    args = p.parse_args(argv)
+    os.environ.setdefault("SEQNLP_DATA_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+    data = resolve(sentiment.DataConfig, {"benchmark": args.benchmark})
+    preset = sentiment.PRESETS.get(args.benchmark, {})
+    config = resolve(sentiment.ModelConfig, None, preset.get("model"))
+    train = resolve(TrainConfig, None, {**sentiment.TRAIN_DEFAULTS, **preset.get("train", {})})
+    bench, cols = sentiment.data_source(data)
+    rows = sentiment.load_rows(bench, "train", cols)
+    names = sentiment.label_names(rows[1], rows[2], rows[3])
+    tokenizer = Tokenizer.train((sentiment.clean(t) for t in rows[0]), level=config.tokenizer,
+                                vocab_size=config.vocab_size or None, min_frequency=config.min_frequency,
+                                lowercase=config.lowercase)
+    split = sentiment.make_split(*rows, names=names, tokenizer=tokenizer, config=config).labelled()
+    print(f"{bench.name} train: {len(split.ids)} texts, {int(split.lengths.sum())} tokens "
+          f"({config.tokenizer} vocabulary {tokenizer.vocab_size}); embedding {config.embedding_size}, "
+          f"hidden {config.hidden_size}, bi-LSTM; torch {torch.__version__}, {torch.get_num_threads()} threads",
+          flush=True)
+    ours = seqnlp_tokens_per_second(split, config, train, tokenizer, len(names), args.seconds)
+    print(f"seqnlp    (bucketed, batch {config.batch_size}, unpacked exact bi-LSTM, precision {train.precision}): "
+          f"{ours:10,.0f} tokens/s", flush=True)
+    ref = reference_tokens_per_second(split, config, tokenizer.vocab_size, len(names), args.seconds,
+                                      args.reference_batch_size)
+    print(f"reference (random, batch {args.reference_batch_size}, pack_padded_sequence nn.LSTM, fp32):       "
+          f"{ref:10,.0f} tokens/s", flush=True)
+    print(f"ratio: {ours / ref:.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
