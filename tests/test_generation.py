@@ -236,3 +236,19 @@ def test_char_tokenizer_round_trips_the_fixture() -> None:
     text = FIXTURE.read_text()
     tok = Tokenizer.train([text], level="char")
     assert tok.decode(tok.encode(text)) == text
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@torch.no_grad()
+def test_sampling_steps_compute_the_same_scores_as_the_model(cell: str) -> None:
+    model = _model(cell, batch_size=1).eval()
+    decoder = gen._StepDecoder(model, banned=[0, 1, 2, 3])
+    ids = torch.randint(4, 11, (3, 6))  # (N, T)
+    whole, _ = model.run(ids, torch.full((3,), 6))  # (N, T, V)
+    state, steps = None, []
+    for t in range(6):
+        logits, state = decoder.step(ids[:, t], state)  # (N, V)
+        steps.append(logits)
+    stepped = torch.stack(steps, dim=1)  # (N, T, V)
+    assert torch.isinf(stepped[..., :4]).all()  # special tokens are never sampled
+    torch.testing.assert_close(stepped[..., 4:], whole[..., 4:], rtol=1e-5, atol=1e-5)
