@@ -341,6 +341,26 @@ def render_markdown(results_dir: str | Path = "results", *, references: bool = T
     return "\n".join(lines).rstrip() + "\n"
 
 
+MARK_START, MARK_END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->"
+
+
+def update_between_markers(path: str | Path, text: str) -> None:
+    """Replace what lies between the leaderboard markers in `path` (e.g. README.md) with `text`, atomically."""
+    from seqnlp.io import atomic_write_bytes
+
+    path = Path(path)
+    try:
+        doc = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise SeqnlpError(f"cannot read {path}: {err.strerror}") from None
+    start, end = doc.find(MARK_START), doc.find(MARK_END)
+    if start < 0 or end < start:
+        raise SeqnlpError(f"{path} has no {MARK_START} ... {MARK_END} block; add the two lines where the "
+                          "tables belong")
+    new = doc[: start + len(MARK_START)] + "\n" + text.rstrip() + "\n" + doc[end:]
+    atomic_write_bytes(path, new.encode("utf-8"))
+
+
 # ----------------------------------------------------------------------------------------------
 # Running models and baselines
 
@@ -449,6 +469,8 @@ def main(argv: list[str] | None = None) -> int:
     p_show.add_argument("--format", choices=["markdown"], default="markdown")
     p_show.add_argument("--no-references", action="store_true", help="leave out published numbers")
     p_show.add_argument("--output", metavar="FILE", help="write the tables here instead of stdout")
+    p_show.add_argument("--update", metavar="FILE",
+                        help=f"replace the text between {MARK_START} and {MARK_END} in FILE (e.g. README.md)")
     sub.add_parser("list", help="list the benchmarks")
     args = parser.parse_args(argv)
     if args.command == "list":
@@ -461,11 +483,13 @@ def main(argv: list[str] | None = None) -> int:
             if b in NOT_BENCHMARKS:
                 raise SeqnlpError(f"{b} is not a benchmark")
         text = render_markdown(args.results_dir, references=not args.no_references, benchmarks=args.benchmarks)
+        if args.update:
+            update_between_markers(args.update, text)
         if args.output:
             from seqnlp.io import atomic_write_bytes
 
             atomic_write_bytes(args.output, text.encode("utf-8"))
-        else:
+        elif not args.update:
             sys.stdout.write(text)
         return 0
     if args.time_budget is not None and not args.time_budget > 0:

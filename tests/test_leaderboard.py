@@ -175,6 +175,14 @@ def test_run_baselines_and_show_end_to_end(tmp_path: Path, fixture_tasks: Path,
     target = tmp_path / "board.md"
     assert main(["show", "--results-dir", str(results), "--output", str(target), "tiny_text"]) == 0
     assert target.read_text().startswith("### tiny_text")
+    readme = tmp_path / "README.md"
+    readme.write_text("# T\n\n<!-- leaderboard:start -->\nold table\n<!-- leaderboard:end -->\n\nafter\n")
+    assert main(["show", "--results-dir", str(results), "--update", str(readme), "tiny_text"]) == 0
+    text = readme.read_text()
+    assert "old table" not in text and text.endswith("<!-- leaderboard:end -->\n\nafter\n")
+    assert target.read_text() in text
+    readme.write_text("no markers")
+    assert main(["show", "--results-dir", str(results), "--update", str(readme)]) == 2
 
 
 def _fake_task(calls: list[list[str]]) -> types.SimpleNamespace:
