@@ -11,12 +11,26 @@ Where `load_split(source, split)` looks, in order:
    the hub answers; with no network the error comes at once instead of after ~24 s of retries.
    With HF_HUB_OFFLINE=1 / HF_DATASETS_OFFLINE=1 (set before start-up) only the `datasets` cache is used.
 
+Input policy (every problem is one SeqnlpError line naming the file and the fix):
+- Text files (csv, tsv, json, jsonl, txt) must be UTF-8; the first undecodable byte is reported with its byte
+  offset and line (a UTF-8 byte-order mark is fine; UTF-16 files are recognised and named as such).
+- A split never comes back empty: a 0-byte or whitespace-only file, a csv with only a header, a json `[]`
+  or a parquet file with no rows holds no examples, and a split made only of such files is refused.
+  (Empty shards beside non-empty ones are skipped.)
+- csv rows with more fields than the header are refused (pandas would silently turn the first column into an
+  index and shift every column).
+- Row values are not judged here: missing (None) and empty texts reach the tasks, which decide per task
+  (sentiment and translation refuse them naming the row; generation skips empty rows, which hold no
+  characters). `check_columns` names missing columns and lists the existing ones.
+
 Batching: `BucketBatchSampler` groups examples of similar length, `pad` builds (ids, lengths) tensors,
 `Batch` carries them through models and the trainer.
 """
 
 from __future__ import annotations
 
+import codecs
+import logging
 import os
 import re
 import threading
@@ -140,44 +154,102 @@ def _read_parquet(path: Path) -> pa.Table:
     return table
 
 
-def _read_file(path: Path) -> datasets.Dataset:
-    """One local file as a Dataset. Parquet is read in memory (ClassLabel names come back from its schema
-    metadata); csv/json go through `datasets`' own readers; a .txt file is one row {"text": content}."""
+def _utf8_problem(path: Path, chunk_size: int = 1 << 20) -> tuple[str | None, bool]:
+    """(what is wrong with `path` as UTF-8 text or None, whether it holds any non-whitespace byte).
+
+    Reads in chunks, so a large file never sits in memory twice; the problem names the first bad byte's
+    offset and line.
+    """
+    has_content = False
+    offset = line = 0  # of data[0]
+    carry = b""  # an incomplete character cut by the chunk boundary
+    with open(path, "rb") as f:
+        head = f.read(4)
+        if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            return "it is UTF-16 text (it starts with a UTF-16 byte-order mark)", True
+        f.seek(0)
+        while True:
+            chunk = f.read(chunk_size)
+            data = carry + chunk
+            try:
+                _, used = codecs.utf_8_decode(data, "strict", not chunk)
+            except UnicodeDecodeError as err:
+                line += data.count(b"\n", 0, err.start)
+                return (f"byte 0x{data[err.start]:02x} at offset {offset + err.start} (line {line + 1}) is not "
+                        "valid UTF-8"), True
+            has_content = has_content or bool(data[:used].strip())
+            line += data.count(b"\n", 0, used)
+            offset += used
+            carry = data[used:]
+            if not chunk:
+                return None, has_content
+
+
+def _read_file(path: Path) -> datasets.Dataset | None:
+    """One local file as a Dataset, or None when it holds no rows. Parquet is read in memory (ClassLabel names
+    come back from its schema metadata); csv/json go through `datasets`' own readers; a .txt file is one row
+    {"text": content}."""
     ext = path.suffix.lstrip(".").lower()
+    if ext not in FORMATS:
+        raise SeqnlpError(f"{path}: unsupported file type .{ext}; use one of {', '.join(FORMATS)}")
+    if ext == "parquet":
+        # A table of our own (no cache files): tables are immutable, so sharing the cached one is safe.
+        table = _read_parquet(path)
+        return datasets.Dataset(InMemoryTable(table)) if table.num_rows else None
     try:
-        if ext == "parquet":
-            # A table of our own (no cache files): tables are immutable, so sharing the cached one is safe.
-            return datasets.Dataset(InMemoryTable(_read_parquet(path)))
-        if ext == "txt":
-            # Bytes, not read_text: universal-newline decoding would turn "\r\n" into "\n".
-            return datasets.Dataset.from_dict({"text": [path.read_bytes().decode("utf-8")]})
-        if ext in ("csv", "tsv", "json", "jsonl"):
-            return _quietly(path, ext)
-    except SeqnlpError:
-        raise
-    except UnicodeDecodeError:
-        raise SeqnlpError(f"{path} is not UTF-8 text; convert it to UTF-8") from None
+        problem, has_content = _utf8_problem(path)
+    except OSError as err:
+        raise SeqnlpError(f"cannot read {path}: {err.strerror or err}") from None
+    if problem is not None:
+        encoding = "utf-16" if "UTF-16" in problem else "latin1"  # latin1: a guess, the commonest other encoding
+        raise SeqnlpError(f"{path} is not UTF-8 text: {problem}; convert it to UTF-8, e.g. "
+                          f"iconv -f {encoding} -t utf-8 {path.name} > fixed{path.suffix}")
+    if not has_content:
+        return None
+    if ext == "txt":
+        # Bytes, not read_text: universal-newline decoding would turn "\r\n" into "\n".
+        return datasets.Dataset.from_dict({"text": [path.read_bytes().decode("utf-8")]})
+    try:
+        ds = _quietly(path, ext)
     except Exception as err:  # the readers raise many kinds (ArrowInvalid, DatasetGenerationError, ...)
-        raise SeqnlpError(f"could not read {path}: {type(err).__name__}: {_first_sentence(str(err))}; "
+        cause: BaseException = err
+        while cause.__cause__ is not None:  # DatasetGenerationError wraps the reader's own complaint
+            cause = cause.__cause__
+        if isinstance(err, ValueError) and "corresponds to no data" in str(err):
+            return None  # a csv with only a header, a json []
+        why = (str(cause).strip().splitlines() or [""])[0][:200]  # the whole first line: pandas puts the row last
+        raise SeqnlpError(f"could not read {path}: {type(cause).__name__}: {why}; "
                           f"is it a valid {ext} file?") from None
-    raise SeqnlpError(f"{path}: unsupported file type .{ext}; use one of {', '.join(FORMATS)}")
+    if ext in ("csv", "tsv") and "__index_level_0__" in ds.column_names:
+        raise SeqnlpError(f"some rows of {path} have more fields than its header ({', '.join(ds.column_names[:-1])}); "
+                          "quote fields that contain the separator, or fix the header")
+    return ds if len(ds) else None
 
 
 def _quietly(path: Path, ext: str) -> datasets.Dataset:
-    """csv/tsv/json/jsonl through `datasets`' readers, without their per-file progress bars."""
+    """csv/tsv/json/jsonl through `datasets`' readers, without their progress bars and error log lines (the
+    error is ours to report, in one line)."""
     was_disabled = datasets.are_progress_bars_disabled()
     datasets.disable_progress_bars()
+    logger = logging.getLogger("datasets")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
     try:
         if ext in ("csv", "tsv"):
             return datasets.Dataset.from_csv(str(path), sep="\t" if ext == "tsv" else ",")
         return datasets.Dataset.from_json(str(path))
     finally:
+        logger.setLevel(level)
         if not was_disabled:
             datasets.enable_progress_bars()
 
 
 def _read_files(paths: list[Path]) -> datasets.Dataset:
-    parts = [_read_file(p) for p in paths]
+    parts = [ds for ds in (_read_file(p) for p in paths) if ds is not None]
+    if not parts:
+        names = ", ".join(str(p) for p in paths)
+        raise SeqnlpError(f"{names} {'holds' if len(paths) == 1 else 'hold'} no rows (an empty file, a csv header "
+                          "only, or a table without rows); a split needs at least one example")
     return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
 
 
@@ -285,7 +357,7 @@ def _where(source: str, data_dir: str | Path | None) -> tuple[str, Path | str, l
     if _looks_like_path(source):
         raise SeqnlpError(f"dataset path {source} does not exist or holds no data files; give a file or a folder "
                           f"of <split>.<ext> files ({', '.join(FORMATS)}), or a hub id like 'stanfordnlp/imdb'")
-    tried.append(f"local path {source} (missing)")
+    tried.append(f"local path {source} ({'a folder without data files' if path.is_dir() else 'missing'})")
     root = _data_dir(data_dir)
     if root is None:
         tried.append(f"no mirror ({DATA_DIR_ENV} is unset)")
@@ -303,7 +375,8 @@ def load_split(source: str, split: str, *, data_dir: str | Path | None = None) -
     source: mirror name ("imdb"), hub id ("stanfordnlp/imdb"), a folder of <split>.<ext> files, or one file
         (parquet/csv/tsv/json/jsonl, or .txt → one row {"text": content}); a single file is the "train" split.
     data_dir: the mirror folder; defaults to $SEQNLP_DATA_DIR.
-    Raises SeqnlpError (one line) for unknown splits, unreadable files, and when nothing can be reached.
+    Raises SeqnlpError (one line) for unknown splits, unreadable or non-UTF-8 files, splits without rows, and
+    when nothing can be reached.
     """
     kind, where, tried = _where(str(source), data_dir)
     if kind in ("mirror", "local"):
@@ -320,7 +393,7 @@ def load_split(source: str, split: str, *, data_dir: str | Path | None = None) -
         return _read_files(files[split])
     _check_hub(source, split, tried)
     try:
-        return datasets.load_dataset(str(where), split=split)
+        ds = datasets.load_dataset(str(where), split=split)
     except ValueError as err:
         if "split" in str(err).lower():
             try:
@@ -334,6 +407,9 @@ def load_split(source: str, split: str, *, data_dir: str | Path | None = None) -
         msg = _first_sentence(str(err))
         raise _hub_unavailable(source, split, [*tried, f"the hub ({_hub_endpoint()})"],
                                f"the hub load failed with {type(err).__name__}: {msg} (is the name right?)") from None
+    if len(ds) == 0:
+        raise SeqnlpError(f"dataset {source!r} split {split!r} on the hub holds no rows; choose another split")
+    return ds
 
 
 def available_splits(source: str, *, data_dir: str | Path | None = None) -> list[str]:

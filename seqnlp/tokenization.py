@@ -21,6 +21,7 @@ Hugging Face tokenizer.json written by this class's `hf` object.
 from __future__ import annotations
 
 import json
+import operator
 import re
 from collections.abc import Iterable, Sequence
 from itertools import chain
@@ -41,6 +42,13 @@ FORMAT_VERSION = 1
 DEFAULT_BPE_VOCAB = 8000
 MAX_TOKENIZER_BYTES = 256 * 1024 * 1024  # refuse larger tokenizer files: they are not ours
 _CHUNK = 1 << 16  # char-level texts longer than this are encoded in parallel chunks
+_LONG = 16  # texts longer than this many characters per max_length token are tokenized from their head only
+_HEAD_MIN = 256  # characters tried first beyond 4 per token; the tests lower it to reach every branch
+# Where a prefix can be cut without changing how its start is tokenized: a non-space then a space, by the
+# Unicode White_Space property that Rust's regex \s and char::is_whitespace use (Python's \s also takes
+# \x1c-\x1f, which the byte-level pre-tokenizer treats as punctuation).
+_WS = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_CUT = re.compile(f"(?<=[^{_WS}])[{_WS}]")
 _UNLIMITED = 2**31 - 1  # the word-level trainer's vocab_size is required; this means "keep every token"
 
 # Word-level detokenization: rules applied, in order, to the space-joined tokens.
@@ -178,26 +186,70 @@ class Tokenizer:
         return ids
 
     def _encodings(self, texts: list[str]) -> list[Any]:
-        if self._fast:
-            return self.hf.encode_batch_fast(texts, add_special_tokens=False)
-        return self.hf.encode_batch(texts, add_special_tokens=False)  # pragma: no cover - tokenizers < 0.21
+        try:
+            if self._fast:
+                return self.hf.encode_batch_fast(texts, add_special_tokens=False)
+            return self.hf.encode_batch(texts, add_special_tokens=False)  # pragma: no cover - tokenizers < 0.21
+        except TypeError:
+            raise _bad_text(texts) from None
 
-    def encode(self, text: str, add_bos: bool = False, add_eos: bool = False,
-               max_length: int | None = None) -> list[int]:
-        """Ids of `text`; `max_length` truncates so that the result, bos/eos included, is at most that long."""
+    def _ids(self, text: str) -> list[int]:
         if self.level == "char" and len(text) > _CHUNK:
             # Characters are tokenized independently, so long texts can be cut anywhere and encoded in
             # parallel: 2x faster than one call on a 1M-character text, whose offsets bookkeeping is serial.
             chunks = [text[i:i + _CHUNK] for i in range(0, len(text), _CHUNK)]
-            ids = list(chain.from_iterable(e.ids for e in self._encodings(chunks)))
+            return list(chain.from_iterable(e.ids for e in self._encodings(chunks)))
+        try:
+            return self.hf.encode(text, add_special_tokens=False).ids
+        except TypeError:
+            raise _bad_text([text]) from None
+
+    def _head_ids(self, text: str, room: int) -> list[int]:
+        """The ids of `text` from its start, at least `room` of them when it has that many (all of them when it
+        is short), without tokenizing all of a very long text.
+
+        A prefix cut where a non-space meets a space is tokenized exactly like the start of the whole text:
+        the word and byte-level pre-tokenizers never join pieces across that boundary, and tokens never span
+        pieces. Every character gives at least one token, so char level cuts at `room` characters.
+        """
+        if self.level == "char":
+            return self._ids(text[:room])
+        size = 4 * room + _HEAD_MIN
+        while size < len(text):
+            cuts = list(_CUT.finditer(text, size // 2, size))
+            if cuts:
+                ids = self._ids(text[:cuts[-1].start()])
+                if len(ids) >= room:
+                    return ids
+            size *= 2
+        return self._ids(text)
+
+    def encode(self, text: str, add_bos: bool = False, add_eos: bool = False,
+               max_length: int | None = None) -> list[int]:
+        """Ids of `text`; `max_length` truncates so that the result, bos/eos included, is at most that long
+        (the head of the text is kept; only that part of a very long text is tokenized)."""
+        if not isinstance(text, str):
+            raise _bad_text([text])
+        if max_length is not None and len(text) > _LONG * max(max_length, 1):
+            ids = self._head_ids(text, max_length)
         else:
-            ids = self.hf.encode(text, add_special_tokens=False).ids
+            ids = self._ids(text)
         return self._finish(ids, add_bos, add_eos, max_length)
 
     def encode_batch(self, texts: Sequence[str], add_bos: bool = False, add_eos: bool = False,
                      max_length: int | None = None) -> list[list[int]]:
         """Ids of many texts at once; the Rust side tokenizes them in parallel."""
-        encodings = self._encodings(list(texts))
+        texts = list(texts)
+        if max_length is not None:
+            limit = _LONG * max(max_length, 1)
+            long = {i for i, t in enumerate(texts) if isinstance(t, str) and len(t) > limit}
+            if long:  # rare: encode those alone, from their heads, and the rest in parallel
+                ids = self.encode_batch(["" if i in long else t for i, t in enumerate(texts)], add_bos,
+                                        add_eos, max_length)
+                for i in long:
+                    ids[i] = self.encode(texts[i], add_bos, add_eos, max_length)
+                return ids
+        encodings = self._encodings(texts)
         if not add_bos and not add_eos and max_length is None:
             return [e.ids for e in encodings]
         return [self._finish(e.ids, add_bos, add_eos, max_length) for e in encodings]
@@ -210,15 +262,50 @@ class Tokenizer:
         """
         if hasattr(ids, "tolist"):
             ids = ids.tolist()
-        text = self.hf.decode(list(ids), skip_special_tokens=skip_special)
+        ids = list(ids)
+        self._check_ids([ids])
+        try:
+            text = self.hf.decode(ids, skip_special_tokens=skip_special)
+        except TypeError:
+            raise SeqnlpError("token ids must be integers (a list or a 1-D integer tensor)") from None
         return _detokenize_words(text) if self.level == "word" else text
 
     def decode_batch(self, batch: Sequence[Sequence[int]], skip_special: bool = True) -> list[str]:
         """`decode` for many sequences at once (a list of lists or a 2-D tensor; pad ids are dropped)."""
         if hasattr(batch, "tolist"):
             batch = batch.tolist()
-        texts = self.hf.decode_batch([list(ids) for ids in batch], skip_special_tokens=skip_special)
+        batch = [list(ids) for ids in batch]
+        self._check_ids(batch)
+        try:
+            texts = self.hf.decode_batch(batch, skip_special_tokens=skip_special)
+        except TypeError:
+            raise SeqnlpError("token ids must be integers (lists or a 2-D integer tensor)") from None
         return [_detokenize_words(t) for t in texts] if self.level == "word" else texts
+
+    def _check_ids(self, batch: list[list[int]]) -> None:
+        """Refuse ids the vocabulary does not have: Hugging Face would silently drop them, hiding a model
+        and a tokenizer that do not belong together. (min/max run in C; the per-id scan only on failure.)"""
+        rows = [ids for ids in batch if ids]
+        if not rows:
+            return
+        try:
+            if 0 <= operator.index(min(map(min, rows))) and operator.index(max(map(max, rows))) < self.vocab_size:
+                return
+        except TypeError:
+            pass
+        wrong = next((i for ids in rows for i in ids if not self._valid_id(i)), None)
+        if isinstance(wrong, (list, tuple)):
+            raise SeqnlpError("decode takes one sequence of ids; use decode_batch for a batch (a 2-D tensor)")
+        if wrong is not None:
+            raise SeqnlpError(f"token id {wrong!r} is not in this tokenizer's vocabulary (integer ids 0.."
+                              f"{self.vocab_size - 1}); were the ids made with another tokenizer, or does the "
+                              "model's vocabulary differ?")
+
+    def _valid_id(self, i: Any) -> bool:
+        try:
+            return 0 <= operator.index(i) < self.vocab_size
+        except TypeError:
+            return False
 
     # ---------------------------------------------------------------- saving
     def to_dict(self) -> dict[str, Any]:
@@ -270,6 +357,23 @@ class Tokenizer:
         if path.is_dir():
             path = path / "tokenizer.json"
         return cls.from_dict(read_json(path, max_bytes=MAX_TOKENIZER_BYTES), where=str(path))
+
+
+def _bad_text(texts: Sequence[Any]) -> SeqnlpError:
+    """The error for the first text that Hugging Face `tokenizers` refused (it only says 'must be str')."""
+    for i, text in enumerate(texts):
+        where = "text" if len(texts) == 1 else f"text {i}"
+        if not isinstance(text, str):
+            shown = repr(text) if len(repr(text)) <= 40 else repr(text)[:39] + "…"
+            fix = ("remove or fill missing texts before tokenizing" if text is None
+                   else "pass str (decode bytes first)")
+            return SeqnlpError(f"{where} is a {type(text).__name__} ({shown}), not a string; {fix}")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:
+            return SeqnlpError(f"{where} holds a lone surrogate {text[err.start]!r} at character {err.start}, which "
+                               "is not valid Unicode; read the text as UTF-8 with errors='replace'")
+    return SeqnlpError("the tokenizer refused the texts; pass a list of strings")
 
 
 def _infer_level(obj: dict[str, Any]) -> str:

@@ -5,7 +5,8 @@ arbitrary input: the tokenizer (any Unicode), the batcher (any list of lengths),
 Properties:
 - tokenizer, char and bpe: decode(encode(s)) == s where defined (char: every character seen in training;
   bpe: always); char on unseen text: one id per code point, unseen ones are <unk>, decode drops exactly them.
-- tokenizer, all levels: no crash on any string, ids in [0, vocab_size), never pad/bos/eos from encode,
+- tokenizer, all levels: truncating a long text tokenizes only its head, with the same ids as the whole
+  encoding cut to max_length; no crash on any string, ids in [0, vocab_size), never pad/bos/eos from encode,
   encode_batch == [encode(t) ...], max_length truncation is a prefix of the full encoding (+ bos/eos),
   decode of any in-range id list returns a str; save/load (to_str/from_str) keeps the ids.
 - BucketBatchSampler: every example exactly once per epoch (at most once, and fewer than batch_size
@@ -19,6 +20,7 @@ Properties:
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, assume, given, settings
@@ -26,6 +28,7 @@ from hypothesis import strategies as st
 
 from seqnlp.data import BucketBatchSampler, pad
 from seqnlp.encoders import CELLS, RNNEncoder
+import seqnlp.tokenization as tokenization
 from seqnlp.tokenization import Tokenizer
 
 fuzz = settings(derandomize=True, deadline=None, max_examples=200,
@@ -116,6 +119,41 @@ def test_any_text_encodes_in_range_consistently_at_every_level(level: str, texts
             assert len(body) == min(len(whole), max_length - bos - eos)
         else:
             assert body == whole
+
+
+_LOWER: dict[str, Tokenizer] = {}
+_ALPHABET = list("    \t\n\r\u3000\x85\x1c\x1fabcXYZé..,!'-3😀日İ")  # \x1c: whitespace to Python, not to Rust
+# Random strings over the same alphabet, so that bpe learns merges across whitespace and punctuation runs
+# ("ĠĠ", ".,", " b"), the places where cutting a text in the wrong spot would change its tokens.
+_RUNS = ["".join(np.random.default_rng(i).choice(_ALPHABET, size=300)) for i in range(100)]
+
+
+@fuzz
+@given(level=st.sampled_from(["char", "word", "bpe"]), lowercase=st.booleans(),
+       text=st.text(st.sampled_from(_ALPHABET), max_size=600),
+       max_length=st.integers(0, 30))
+def test_truncating_a_long_text_from_its_head_equals_truncating_its_whole_encoding(
+        level: str, lowercase: bool, text: str, max_length: int) -> None:
+    # Texts over 16 characters per kept token are tokenized from their head only (seqnlp.tokenization):
+    # the result must be exactly the whole encoding, truncated, whatever the mix of words and whitespace.
+    key = f"{level}-{lowercase}"
+    if key not in _LOWER:
+        _LOWER[key] = Tokenizer.train(CORPUS + _RUNS, level=level, vocab_size=600 if level == "bpe" else None,
+                                      lowercase=lowercase)
+    t = _LOWER[key]
+    whole = t.encode(text)
+    # The lemma the shortcut rests on: the text cut at any place it may cut encodes to a prefix of the whole.
+    for cut in tokenization._CUT.finditer(text):
+        head = t.encode(text[:cut.start()])
+        assert head == whole[:len(head)], (text[:cut.start()], cut.start())
+    start = tokenization._HEAD_MIN
+    tokenization._HEAD_MIN = 1  # short prefixes first, so that short texts take every path
+    try:
+        assert t.encode(text, max_length=max_length) == whole[:max_length]
+        assert t.encode_batch(["ab", text], max_length=max_length) == [t.encode("ab")[:max_length],
+                                                                       whole[:max_length]]
+    finally:
+        tokenization._HEAD_MIN = start
 
 
 @fuzz
