@@ -85,7 +85,7 @@ class ModelConfig:
     layers: int = opt(2, "stacked recurrent layers", min=1)
     hidden_size: int = opt(512, "H, recurrent state size", min=1)
     embedding_size: int = opt(128, "E, character embedding width", min=1)
-    dropout: float = opt(0.1, "dropout between recurrent layers and before the output layer", min=0, max=0.95)
+    dropout: float = opt(0.15, "dropout between recurrent layers and before the output layer", min=0, max=0.95)
     # Tying shares the V x E embedding with the output layer (Press & Wolf 2017); with E != H a
     # projection H → E is added before the output layer.
     tie_weights: bool = opt(False, "share the embedding matrix with the output layer")
@@ -110,8 +110,8 @@ class DataConfig:
 # Training settings this task starts from (flags still win). Tuned on the project's 2-core CPU for
 # tiny_shakespeare (issue 6): the run stops at the time budget, and the schedule decays the learning
 # rate to zero exactly there (see BudgetTrainer).
-TRAIN_DEFAULTS: dict[str, Any] = {"epochs": 100, "time_budget": 25.0, "lr": 2e-3, "weight_decay": 0.0,
-                                  "schedule": "cosine", "warmup": 50, "eval_every": 0}
+TRAIN_DEFAULTS: dict[str, Any] = {"epochs": 100, "time_budget": 25.0, "lr": 3e-3, "weight_decay": 0.0,
+                                  "schedule": "cosine", "warmup": 50, "eval_every": 300}
 
 
 # ====================================================================== the model
