@@ -51,7 +51,8 @@ _BF16_GAINS = {"lstm": True, "gru": False, "rnn_tanh": False, "rnn_relu": False}
 _HOLD = 1.0e6
 
 
-def _check_lengths(lengths: Tensor, batch: int, time: int) -> None:
+def check_lengths(lengths: Tensor, batch: int, time: int) -> None:
+    """SeqnlpError unless lengths is a (B,) integer tensor with every value in 1..T."""
     if lengths.dim() != 1 or lengths.numel() != batch:
         raise SeqnlpError(f"lengths must have shape ({batch},), got {tuple(lengths.shape)}; pass one length per row")
     if lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
@@ -241,7 +242,7 @@ class RNNEncoder(nn.Module):
         if x.dim() != 3 or x.shape[2] != self.input_size:
             raise SeqnlpError(f"expected input of shape (B, T, {self.input_size}), got {tuple(x.shape)}")
         batch, time, _ = x.shape
-        _check_lengths(lengths, batch, time)
+        check_lengths(lengths, batch, time)
         lengths = lengths.to(device=x.device, dtype=torch.long)
         state = self._check_state(state, batch)
         bf16 = self.uses_bf16(x.device)
@@ -339,7 +340,7 @@ class Pooler(nn.Module):
     def forward(self, outputs: Tensor, lengths: Tensor, final_state: State | None = None) -> Tensor:
         """Pool (B, T, D) outputs with (B,) lengths into (B, D)."""
         batch, time, _ = outputs.shape
-        _check_lengths(lengths, batch, time)
+        check_lengths(lengths, batch, time)
         lengths = lengths.to(outputs.device)
         real = torch.arange(time, device=outputs.device) < lengths.unsqueeze(1)  # (B, T)
         if self.mode == "last":
