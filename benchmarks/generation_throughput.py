@@ -120,6 +120,12 @@ def main() -> int:
     lm = CharLM(CharRNN(ModelConfig(layers=args.layers, hidden_size=args.hidden_size,
                                     embedding_size=args.embedding_size), vocab, 1), tokenizer)
     with tempfile.TemporaryDirectory() as tmp:
+        # Warm-up, not counted: first calls pay for oneDNN kernel creation and allocator growth on both sides.
+        warm = argparse.Namespace(**{**vars(args), "steps": 2})
+        reference_train(stream, warm, vocab)
+        seqnlp_train(stream, warm, vocab, Path(tmp) / "warm")
+        reference_sample(reference, 20, vocab)
+        seqnlp_sample(lm, 20)
         for r in range(args.rounds):
             ref_rates.append(reference_train(stream, args, vocab))
             ours_rates.append(seqnlp_train(stream, args, vocab, Path(tmp) / f"run{r}"))

@@ -252,3 +252,18 @@ def test_sampling_steps_compute_the_same_scores_as_the_model(cell: str) -> None:
     stepped = torch.stack(steps, dim=1)  # (N, T, V)
     assert torch.isinf(stepped[..., :4]).all()  # special tokens are never sampled
     torch.testing.assert_close(stepped[..., 4:], whole[..., 4:], rtol=1e-5, atol=1e-5)
+
+
+def test_the_leaderboard_scores_a_loaded_run_like_its_own_evaluation(run_dir: Path) -> None:
+    from seqnlp.benchmark import Benchmark
+    from seqnlp.leaderboard import evaluate
+
+    bench = Benchmark(name="sonnets", version=1, task="generation", description="fixture", hub_id=str(FIXTURE),
+                      mirror="", train_split="train", validation_split="train", validation_fraction=0.1,
+                      validation_seed=0, test_split="train", columns={"text": "text"}, metric="nats_per_char",
+                      higher_is_better=False, metrics=["nats_per_char", "bits_per_char", "perplexity"])
+    lm = gen.load(run_dir)
+    ours = {s.name: s.value for s in lm.score([FIXTURE.read_text()])}
+    theirs = evaluate(lm, bench)
+    assert theirs["nats_per_char"].value == pytest.approx(ours["nats_per_char"], rel=1e-6)
+    assert theirs["perplexity"].value == pytest.approx(ours["perplexity"], rel=1e-6)
