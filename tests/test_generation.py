@@ -92,6 +92,10 @@ def test_windows_cover_the_stream_in_order_with_targets_shifted_by_one() -> None
     assert gen.epoch_offset(0, 0, 128) == 0
     assert gen.epoch_offset(3, 0, 128) == gen.epoch_offset(3, 0, 128)
     assert all(0 <= gen.epoch_offset(e, 5, 16) < 16 for e in range(20))
+    # a shift never costs a window: every epoch has as many as the first
+    tight = torch.arange(4 * 16 * 3 + 1 + 2)  # 2 characters of slack
+    assert {len(gen.epoch_windows(tight, 4, 16, e, seed=1)) for e in range(30)} == {3}
+    assert max(gen.epoch_windows(tight, 4, 16, e, seed=1).starts[0].item() for e in range(30)) <= 2
 
 
 def test_stream_puts_bos_before_every_row_and_carving_keeps_every_character() -> None:

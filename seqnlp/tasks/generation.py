@@ -26,6 +26,9 @@ bring-your-own protocol): each row of a split is read from <bos> with a zero sta
 characters is predicted from all characters before it in the row. nats/char = total NLL / number of
 characters; bits/char = nats/char / ln 2; perplexity = exp(nats/char).
 
+Under DDP (torchrun) the trainer deals consecutive windows to different processes, so no window continues
+its predecessor there and every window starts from a zero state: correct, without the carry.
+
 Unknown characters: a `--prime` holding characters never seen in training is refused with a message naming
 them (the model has no input for them). In scored text they count as the unknown character <unk>, which the
 model gives (almost) no probability: scores stay finite but are penalised, as in the n-gram baseline.
@@ -212,13 +215,22 @@ class Windows(Sequence[Batch]):
                      index=self.starts + j * self.seq_length)  # ids, targets (B, T); index (B,)
 
 
-def epoch_offset(epoch: int, seed: int, seq_length: int) -> int:
+def epoch_offset(epoch: int, seed: int, seq_length: int, slack: int | None = None) -> int:
     """Where epoch `epoch`'s rows start: 0 first (the <bos> is read once), then a seeded shift in [0, T)
-    so that window boundaries, where the gradient is cut, move between epochs."""
+    so that window boundaries, where the gradient is cut, move between epochs. `slack` (characters left
+    over by epoch 0's windows) caps the shift so every epoch has as many windows as the first."""
     if epoch == 0:
         return 0
+    high = seq_length if slack is None else max(1, min(seq_length, slack + 1))
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    return int(torch.randint(0, seq_length, (1,), generator=g))
+    return int(torch.randint(0, high, (1,), generator=g))
+
+
+def epoch_windows(stream: Tensor, batch_size: int, seq_length: int, epoch: int, seed: int) -> Windows:
+    """The training windows of one epoch (deterministic in `seed` and `epoch`, as resuming requires)."""
+    first = Windows(stream, batch_size, seq_length)
+    slack = stream.numel() - 1 - batch_size * seq_length * len(first)
+    return Windows(stream, batch_size, seq_length, epoch_offset(epoch, seed, seq_length, slack))
 
 
 def to_stream(rows: Sequence[Sequence[int]], bos_id: int) -> Tensor:
@@ -689,8 +701,8 @@ def train(argv: list[str]) -> int:
     config = run_config(model_cfg, data_cfg, train_cfg)
     trainer = BudgetTrainer(
         model, train_cfg, run_dir,
-        train_batches=lambda epoch: Windows(stream, data_cfg.batch_size, data_cfg.seq_length,
-                                            epoch_offset(epoch, train_cfg.seed, data_cfg.seq_length)),
+        train_batches=lambda epoch: epoch_windows(stream, data_cfg.batch_size, data_cfg.seq_length, epoch,
+                                                  train_cfg.seed),
         evaluate=evaluate, metric="nats_per_char", higher_is_better=False,
         artifacts={CONFIG_FILE: json.dumps(config, indent=2) + "\n", TOKENIZER_FILE: tokenizer.to_str()})
     result = trainer.fit(resume=bool(args.resume))
