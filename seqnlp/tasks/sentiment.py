@@ -288,7 +288,9 @@ class Batches(Sequence[Batch]):
     def __len__(self) -> int:
         return len(self.batches)
 
-    def __getitem__(self, i: int) -> Batch:  # type: ignore[override]
+    def __getitem__(self, i: int | slice) -> Any:  # type: ignore[override]
+        if isinstance(i, slice):  # e.g. the trainer's per-rank share under torchrun
+            return Batches(self.split, self.batches[i], self.pad_id, self.with_labels)
         rows = self.batches[i]
         ids, lengths = pad([self.split.ids[r] for r in rows], self.pad_id)  # (B, T), (B,)
         labels = torch.from_numpy(self.split.labels[rows]) if self.with_labels else None  # (B,)
