@@ -40,6 +40,7 @@ import argparse
 import contextlib
 import json
 import math
+import os
 import re
 import sys
 import time
@@ -766,18 +767,24 @@ def generate_cmd(argv: list[str]) -> int:
     lm = load(args.model)
     lm.check_prime(args.prime)  # before anything is written
     seed = args.seed if args.seed is not None else int(torch.seed() % 2**31)
+    if args.seed is None and not args.greedy:
+        print(f"seed {seed} (pass --seed {seed} to get this text again)", file=sys.stderr, flush=True)
 
     def write(text: str) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
 
-    for i in range(args.num_samples):
-        if args.num_samples > 1:
-            write(f"=== sample {i + 1} (seed {seed + i}) ===\n")
-        write(args.prime)
-        lm.generate(args.prime, args.length, args.temperature, args.top_k, args.top_p, seed=seed + i,
-                    greedy_decoding=args.greedy, on_text=write)
-        write("\n")
+    try:
+        for i in range(args.num_samples):
+            if args.num_samples > 1:
+                write(f"=== sample {i + 1} (seed {seed + i}) ===\n")
+            write(args.prime)
+            lm.generate(args.prime, args.length, args.temperature, args.top_k, args.top_p, seed=seed + i,
+                        greedy_decoding=args.greedy, on_text=write)
+            write("\n")
+    except BrokenPipeError:  # the reader left (e.g. `| head`): stop quietly, as Unix tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the flush at exit does not raise again
     return 0
 
 
