@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -74,6 +75,8 @@ def check(config: Any) -> None:
             continue
         if m.get("choices") and value not in m["choices"]:
             raise SeqnlpError(f"{name} must be one of {', '.join(map(str, m['choices']))}, not {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SeqnlpError(f"{name} must be a finite number, not {value}")
         if isinstance(value, (int, float)):
             if m.get("min") is not None and value < m["min"]:
                 raise SeqnlpError(f"{name} must be at least {m['min']}, not {value}")

@@ -20,6 +20,16 @@ from seqnlp.errors import SeqnlpError
 MAX_JSON_BYTES = 64 * 1024 * 1024  # config/tokenizer/trainer-state files larger than this are refused
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates 0600 files and rename keeps the mode; run folders should read like any other file.
+_FILE_MODE = 0o666 & ~_read_umask()
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -42,6 +52,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -89,6 +100,7 @@ def save_weights(path: str | Path, tensors: dict[str, torch.Tensor], metadata: d
     os.close(fd)
     try:
         save_file(flat, tmp, metadata=metadata)
+        os.chmod(tmp, _FILE_MODE)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -35,6 +35,8 @@ def test_defaults_then_file_values_then_flags():
     (["--layers", "0"], "--layers must be at least 1"),
     (["--dropout", "0.95"], "--dropout must be at most 0.9"),
     (["--temperature", "0"], "--temperature must be greater than 0"),
+    (["--dropout", "nan"], "--dropout must be a finite number"),
+    (["--temperature", "inf"], "--temperature must be a finite number"),
 ])
 def test_out_of_range_values_name_the_flag(argv, message):
     with pytest.raises(SeqnlpError, match=message):

@@ -14,6 +14,15 @@ def test_atomic_json_round_trip_leaves_no_temp_files(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
 
 
+def test_written_files_follow_the_umask_not_mkstemp_0600(tmp_path):
+    mask = os.umask(0o022)
+    os.umask(mask)
+    io.atomic_write_json(tmp_path / "a.json", {})
+    io.save_weights(tmp_path / "w.safetensors", {"x": torch.zeros(1)})
+    for name in ("a.json", "w.safetensors"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~mask
+
+
 def test_failed_write_keeps_the_previous_file(tmp_path, monkeypatch):
     target = tmp_path / "state.json"
     io.atomic_write_json(target, {"step": 1})
