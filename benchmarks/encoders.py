@@ -4,7 +4,7 @@
     flock /tmp/seqnlp-cpu.lock python benchmarks/encoders.py --layers 1 --batch 256 --time 64
 
 The same random right-padded batch (lengths uniform in [T/8, T], one row of length T) goes through the
-packed fp32 reference and through RNNEncoder (default precision and fp32) loaded with the same weights.
+packed fp32 reference and through RNNEncoder (default precision, fp32 and bf16) loaded with the same weights.
 Each path runs `--warmup` times, then `--repeats` times; the median wall time is reported, with the
 speed ratio against packed and the max abs difference of outputs and final states from packed.
 """
@@ -100,9 +100,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         auto = RNNEncoder.from_torch(module, precision="auto")
         fp32 = RNNEncoder.from_torch(module, precision="fp32")
+        bf16 = RNNEncoder.from_torch(module, precision="bf16")
         packed_s, reference = _timed(functools.partial(_packed, module), x, lengths, args.warmup, args.repeats)
         auto_s, auto_out = _timed(auto, x, lengths, args.warmup, args.repeats)
         fp32_s, fp32_out = _timed(fp32, x, lengths, args.warmup, args.repeats)
+        bf16_s, bf16_out = _timed(bf16, x, lengths, args.warmup, args.repeats)
         auto_name = f"auto ({'bf16' if auto.uses_bf16(x.device) else 'fp32'})"
         print(f"{cell}: packed fp32 {packed_s:.3f} s")
         print(
@@ -112,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"  RNNEncoder {'fp32':11s} {fp32_s:.3f} s  {packed_s / fp32_s:5.2f}x  "
             f"max diff {_diff(fp32_out, reference):.2e}"
+        )
+        print(
+            f"  RNNEncoder {'bf16':11s} {bf16_s:.3f} s  {packed_s / bf16_s:5.2f}x  "
+            f"max diff {_diff(bf16_out, reference):.2e}"
         )
     return 0
 

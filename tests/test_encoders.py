@@ -267,3 +267,14 @@ def test_attention_pooling_trains_and_weights_real_steps() -> None:
 def test_pooler_rejects_unknown_mode() -> None:
     with pytest.raises(SeqnlpError, match="pooling"):
         Pooler("sum", 4)
+
+
+def test_bf16_lstm_keeps_cell_state_through_padding() -> None:
+    # The hold column must saturate the gates under bf16 too: a padded row's c equals its run alone.
+    encoder = RNNEncoder("lstm", E, H, num_layers=2, bidirectional=True, precision="bf16")
+    x = batch(time=8)
+    _, (h, c) = encoder(x, LENGTHS)
+    for b, length in enumerate(LENGTHS.tolist()):
+        _, (one_h, one_c) = encoder(x[b : b + 1, :length], torch.tensor([length]))
+        assert (c[:, b] - one_c[:, 0]).abs().max() <= 2e-2
+        assert (h[:, b] - one_h[:, 0]).abs().max() <= 2e-2
