@@ -68,6 +68,20 @@ def test_step_by_step_decoding_equals_teacher_forcing(variant: dict) -> None:
     torch.testing.assert_close(torch.stack(stepped, 1), teacher, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("variant", [{}, {"cell": "lstm", "input_feeding": True}], ids=str)
+def test_reorder_selects_rows(variant: dict) -> None:
+    # After an arbitrary reorder (rows repeated, out of source order) each row must decode as its source.
+    model = tiny_model(**variant)
+    batch = random_batch()
+    index = torch.tensor([2, 0, 0, 3, 1])  # (N',)
+    with torch.no_grad():
+        state = model.reorder(model.start(batch.ids, batch.lengths), index)
+        logits, state = model.step(batch.target_ids[index, 0], state)
+        logits, _ = model.step(batch.target_ids[index, 1], state)
+        expected = model(batch).logits[index, 1]  # (N', V)
+    torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("variant", VARIANTS[:4], ids=str)
 def test_beam_of_one_is_greedy(variant: dict) -> None:
     model = tiny_model(**variant)

@@ -288,7 +288,14 @@ class Seq2Seq(nn.Module):
         if feed is not None:
             x = torch.cat([x, feed], dim=-1)  # (N, 1, 2E)
         out, hidden = self.rnn(x, hidden)  # (N, 1, H)
-        attentional, weights = self._attend(out, keys[rows], memory[rows], mask[rows])  # (N, 1, E), (N, 1, T)
+        n, k = memory.size(0), tokens.size(0) // max(memory.size(0), 1)
+        if n * k == tokens.size(0) and torch.equal(rows, torch.arange(n, device=rows.device).repeat_interleave(k)):
+            # Rows come in groups of k per source (beam search keeps each beam within its source): attend
+            # with the k rows as k query steps of their source, without copying the memory per row.
+            attentional, weights = self._attend(out.reshape(n, k, -1), keys, memory, mask)  # (n, k, E), (n, k, T)
+            attentional, weights = attentional.reshape(n * k, 1, -1), weights.reshape(n * k, 1, -1)  # (N, 1, E)
+        else:
+            attentional, weights = self._attend(out, keys[rows], memory[rows], mask[rows])  # (N, 1, E), (N, 1, T)
         logits = self._project(attentional).squeeze(1)  # (N, V)
         new_feed = attentional if feed is not None else None
         return logits, (hidden, new_feed, rows, memory, keys, mask), weights.squeeze(1)
