@@ -44,8 +44,9 @@ _FUSED: dict[str, Callable[..., tuple]] = {
     "rnn_tanh": torch.rnn_tanh,
     "rnn_relu": torch.rnn_relu,
 }
-# Measured on the project CPU (benchmarks/encoders.py): bf16 autocast reaches oneDNN's bf16 LSTM kernel
-# (~2x faster); torch.gru / torch.rnn_* have no bf16 kernel on CPU, so autocast only adds casts there.
+# Under autocast only the LSTM reaches a bf16 recurrent kernel on CPU (oneDNN's mkldnn_rnn_layer; 2.3x
+# for nn.LSTM in DESIGN.md, 1.4x over fp32 RNNEncoder in benchmarks/encoders.py on a busy machine);
+# torch.gru / torch.rnn_* run their fp32 kernels (GRU 1.05x in DESIGN.md), so "auto" keeps them in fp32.
 _BF16_GAINS = {"lstm": True, "gru": False, "rnn_tanh": False, "rnn_relu": False}
 # Large enough to saturate sigmoid to exactly 0.0 / 1.0 in fp32 and bf16, small enough to never overflow.
 _HOLD = 1.0e6
