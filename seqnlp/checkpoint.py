@@ -48,7 +48,8 @@ def _dedupe(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], 
     return kept, aliases
 
 
-def save_model_weights(path: str | Path, model: nn.Module, extra_metadata: dict[str, str] | None = None) -> None:
+def save_model_weights(path: str | Path, model: nn.Module,
+                       extra_metadata: dict[str, str] | None = None) -> None:
     """Atomically save `model.state_dict()` (persistent buffers included) as safetensors.
 
     Tied weights are stored once; the aliases are kept in the file's metadata and restored on load.
@@ -85,7 +86,8 @@ def load_state_into(model: nn.Module, tensors: dict[str, torch.Tensor], path: st
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(tensors) if tuple(expected[k].shape) != tuple(tensors[k].shape))
+    wrong = sorted(k for k in set(expected) & set(tensors)
+                   if tuple(expected[k].shape) != tuple(tensors[k].shape))
     if missing or unexpected or wrong:
         parts = []
         if missing:
@@ -94,8 +96,9 @@ def load_state_into(model: nn.Module, tensors: dict[str, torch.Tensor], path: st
             parts.append(f"unexpected {', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}")
         if wrong:
             k = wrong[0]
+            more = f" (+{len(wrong) - 1} more)" if len(wrong) > 1 else ""
             parts.append(f"shape of {k} is {tuple(tensors[k].shape)} in the file but "
-                         f"{tuple(expected[k].shape)} in the model" + (f" (+{len(wrong) - 1} more)" if len(wrong) > 1 else ""))
+                         f"{tuple(expected[k].shape)} in the model{more}")
         raise SeqnlpError(f"weights in {path} do not match the model ({'; '.join(parts)}); "
                           "was the model built from this run's config.json?")
     model.load_state_dict(tensors, strict=True)
@@ -199,7 +202,8 @@ def write_checkpoint(run_dir: Path, model: nn.Module, optimizer: torch.optim.Opt
             if f"{CHECKPOINT_DIR}/{path.name}" not in previous:  # never delete what the last commit names
                 _unlink(path)
         raise SeqnlpError(f"could not save the checkpoint at step {step} in {run_dir} ({err}); "
-                          f"{_previous_text(run_dir)}; free some space or choose a writable --output") from None
+                          f"{_previous_text(run_dir)}; free some space or choose a writable --output"
+                          ) from None
     _point_last(run_dir, run_dir / model_name)
     for name in previous - {model_name, optim_name}:
         _unlink(run_dir / name)
@@ -272,7 +276,8 @@ def restore_checkpoint(run_dir: Path, state: dict[str, Any], model: nn.Module,
 
 def remove_run_files(run_dir: Path, extra_names: set[str]) -> None:
     """Delete the files a training run writes (for --overwrite); anything else in the folder is kept."""
-    for name in {BEST_FILE, LAST_FILE, STATE_FILE, "log.jsonl", "metrics.json", "training_curves.png"} | extra_names:
+    names = {BEST_FILE, LAST_FILE, STATE_FILE, "log.jsonl", "metrics.json", "training_curves.png"}
+    for name in names | extra_names:
         _unlink(run_dir / name)
     for name in _committed_files(run_dir):
         _unlink(run_dir / name)

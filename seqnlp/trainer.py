@@ -66,7 +66,8 @@ class TrainConfig:
 
     epochs: int = opt(10, "passes over the training data", min=1)
     max_steps: int = opt(0, "stop after this many optimizer steps (0 = no limit)", min=0)
-    time_budget: float = opt(0.0, "minutes of training; then stop cleanly, evaluate and save (0 = none)", min=0)
+    time_budget: float = opt(0.0, "minutes of training, then stop cleanly, evaluate and save (0 = none)",
+                             min=0)
     lr: float = opt(2e-3, "peak learning rate", gt=0)
     weight_decay: float = opt(0.01, "decoupled weight decay on weight matrices (not biases)", min=0)
     optimizer: str = opt("adamw", "optimizer", choices=("adamw", "adam", "sgd"))
@@ -83,7 +84,8 @@ class TrainConfig:
     eval_every: int = opt(0, "evaluate every N steps (0 = at the end of each epoch)", min=0)
     patience: int = opt(0, "stop after this many evaluations without improvement (0 = never)", min=0)
     # Kills between evaluations lose at most this many steps; each checkpoint writes weights + optimizer.
-    checkpoint_every: int = opt(0, "also checkpoint every N steps (0 = only at evaluations and epoch ends)", min=0)
+    checkpoint_every: int = opt(0, "also checkpoint every N steps (0 = only at evaluations and epoch ends)",
+                                min=0)
     seed: int = opt(0, "random seed (data order, dropout)")
     device: str = opt("auto", "auto | cpu | cuda | cuda:N")
     log_every: int = opt(50, "log the training loss every N steps", min=1)
@@ -204,7 +206,7 @@ class _Dist:
 
 
 class _Interrupts:
-    """Turn the first Ctrl-C into a flag the loop checks between steps, so the checkpoint it saves is consistent."""
+    """The first Ctrl-C only sets a flag, checked between steps, so the checkpoint it causes is consistent."""
 
     def __init__(self) -> None:
         self.requested = False
@@ -214,7 +216,8 @@ class _Interrupts:
         if self.requested:  # a second Ctrl-C: stop now, without a checkpoint
             raise KeyboardInterrupt
         self.requested = True
-        print("\ninterrupt: saving a checkpoint after this step (Ctrl-C again to quit at once)", file=sys.stderr)
+        print("\ninterrupt: saving a checkpoint after this step (Ctrl-C again to quit at once)",
+              file=sys.stderr)
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
@@ -272,7 +275,8 @@ class _Progress:
             self.bar = None
 
 
-FINISHED = ("epochs", "max_steps", "early_stopping")  # ends that a resume does not continue (time_budget does)
+# Ends that a resume does not continue; a time-budget stop can be continued with a new budget.
+FINISHED = ("epochs", "max_steps", "early_stopping")
 
 
 class _Stop(Exception):
@@ -338,8 +342,9 @@ class Trainer:
             pass
         except OSError:
             self._lock_file.close()
-            raise SeqnlpError(f"another seqnlp process is training into {run_dir} (it holds {run_dir / '.lock'}); "
-                              "wait for it to finish or choose another --output") from None
+            raise SeqnlpError(f"another seqnlp process is training into {run_dir} (it holds "
+                              f"{run_dir / '.lock'}); wait for it to finish or choose another --output"
+                              ) from None
         if resume:
             self._check_artifacts()
             state = ckpt.read_checkpoint(run_dir)
@@ -375,7 +380,8 @@ class Trainer:
                                   "resume with the settings the run was started with")
 
     def _check_config(self, state: dict[str, Any]) -> None:
-        diff = [k for k in _diff_keys(state.get("config", {}), to_dict(self.config)) if k not in RESUME_FREE_KEYS]
+        diff = _diff_keys(state.get("config", {}), to_dict(self.config))
+        diff = [k for k in diff if k not in RESUME_FREE_KEYS]
         if diff:
             raise SeqnlpError(f"cannot resume {self.run_dir}: training settings differ in {', '.join(diff)}; "
                               "resume with the settings the run was started with")
@@ -389,8 +395,8 @@ class Trainer:
             if p.requires_grad:
                 # Weight matrices and embeddings decay; biases and norm gains do not (the usual AdamW split).
                 (decay if p.dim() >= 2 else no_decay).append(p)
-        groups = [{"params": decay, "weight_decay": c.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        groups = [g for g in groups if g["params"]]
+        groups = [g for g in ({"params": decay, "weight_decay": c.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
         if not groups:
             raise SeqnlpError("the model has no trainable parameters")
         if c.optimizer == "adamw":
@@ -462,7 +468,8 @@ class Trainer:
         if dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
-            model: nn.Module = DistributedDataParallel(raw, device_ids=[device] if device.type == "cuda" else None)
+            model: nn.Module = DistributedDataParallel(
+                raw, device_ids=[device] if device.type == "cuda" else None)
         else:
             model = raw
         progress = _Progress(c.progress, dist.main)
@@ -473,11 +480,12 @@ class Trainer:
         if state is None:
             first = self._shard(self.train_batches(0), dist)
             if not first:
-                raise SeqnlpError("no training batches: the training split is empty or smaller than one batch "
-                                  f"per process (world size {dist.world})")
+                raise SeqnlpError("no training batches: the training split is empty or smaller than one "
+                                  f"batch per process (world size {dist.world})")
             planned = c.epochs * len(first)
             s: dict[str, Any] = {
-                "step": 0, "epoch": 0, "position": 0, "total_steps": min(planned, c.max_steps) if c.max_steps else planned,
+                "step": 0, "epoch": 0, "position": 0,
+                "total_steps": min(planned, c.max_steps) if c.max_steps else planned,
                 "best": None, "best_step": 0, "best_metrics": {}, "bad_evals": 0, "plateau_scale": 1.0,
                 "plateau_bad": 0, "elapsed": 0.0, "step_seconds": 0.0, "tokens": 0, "history": [],
                 "loss_sum": 0.0, "loss_count": 0, "eval_loss_sum": 0.0, "eval_loss_count": 0, "log_bytes": 0,
@@ -487,18 +495,19 @@ class Trainer:
             if dist.main:
                 atomic_write_bytes(log_path, b"")
         else:
-            s = {k: v for k, v in state.items() if k not in ("files", "optimizer", "rng", "config", "version")}
+            s = {k: v for k, v in state.items()
+                 if k not in ("files", "optimizer", "rng", "config", "version")}
             ckpt.restore_checkpoint(self.run_dir, state, raw, optimizer)
             if dist.main and log_path.exists():
                 with open(log_path, "r+b") as f:  # drop log lines written after the checkpoint
                     f.truncate(s["log_bytes"])
-            # A mid-epoch checkpoint: build that epoch's batches before restoring RNG, as the original run did.
+            # A mid-epoch checkpoint: build the epoch's batches before restoring RNG, as the original run did.
             batches = self._shard(self.train_batches(s["epoch"]), dist) if s["position"] > 0 else None
             rng = state["rng"]
             ckpt.set_rng_state(rng[dist.rank] if dist.rank < len(rng) else rng[0])
             progress.message(f"resuming {self.run_dir} at step {s['step']} (epoch {s['epoch'] + 1}, "
                              f"batch {s['position']})")
-        if dist.enabled:  # DDP made every rank's weights equal to rank 0's; keep optimizer state consistent too
+        if dist.enabled:  # no rank starts before every rank has read the checkpoint
             torch.distributed.barrier()
 
         self._s, self._raw, self._optimizer, self._dist = s, raw, optimizer, dist
@@ -535,7 +544,8 @@ class Trainer:
             self._checkpoint()
         tokens = int(dist.sum_(torch.tensor([s["tokens"]], dtype=torch.float64)).item())
         result = TrainResult(
-            metric=self.metric, best_metric=float(s["best"]), best_step=int(s["best_step"]), steps=int(s["step"]),
+            metric=self.metric, best_metric=float(s["best"]), best_step=int(s["best_step"]),
+            steps=int(s["step"]),
             epochs=round(s["epoch"] + s["position"] / max(1, self._epoch_len or 1), 4),
             train_seconds=round(s["elapsed"], 3),
             tokens_per_second=round(tokens / s["step_seconds"], 1) if s["step_seconds"] > 0 else 0.0,
@@ -591,7 +601,8 @@ class Trainer:
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 # max_norm=inf still returns the norm (for the guard) and scales by exactly 1.
-                norm = torch.nn.utils.clip_grad_norm_(params, c.clip_norm if c.clip_norm > 0 else float("inf"))
+                norm = torch.nn.utils.clip_grad_norm_(
+                    params, c.clip_norm if c.clip_norm > 0 else float("inf"))  # scalar
                 spent = elapsed_before + time.perf_counter() - session_start
                 loss32, norm32 = loss.detach().float(), norm.detach().float().to(loss.device)
                 # One reduction per step gives every rank the global mean loss and the same stop decisions.
@@ -617,8 +628,9 @@ class Trainer:
                 tps = s["tokens"] * dist.world / s["step_seconds"] if s["step_seconds"] > 0 else 0.0
                 if s["step"] % c.log_every == 0:
                     mean = s["loss_sum"] / s["loss_count"]
-                    self._log({"type": "train", "step": s["step"], "epoch": round(epoch_float, 4), "loss": mean,
-                               "lr": optimizer.param_groups[0]["lr"], "tokens_per_second": round(tps, 1)})
+                    self._log({"type": "train", "step": s["step"], "epoch": round(epoch_float, 4),
+                               "loss": mean, "lr": optimizer.param_groups[0]["lr"],
+                               "tokens_per_second": round(tps, 1)})
                     self._progress.update(s["position"], mean, tps)
                     s["loss_sum"], s["loss_count"] = 0.0, 0
                 else:
@@ -627,7 +639,7 @@ class Trainer:
                 if end_of_epoch:  # commit "next epoch, not started" so a resume rebuilds its batches
                     s["epoch"] += 1
                     s["position"] = 0
-                evaluate = (c.eval_every and s["step"] % c.eval_every == 0) or (not c.eval_every and end_of_epoch)
+                evaluate = (s["step"] % c.eval_every == 0) if c.eval_every else end_of_epoch
                 if evaluate:
                     stop_early = self._evaluate_and_checkpoint(epoch_float)
                     model.train()
@@ -678,7 +690,8 @@ class Trainer:
         metrics: dict[str, float] = {}
         if dist.main:
             metrics = self._evaluate(self._raw)
-        value = float(dist.broadcast_(torch.tensor([metrics.get(self.metric, 0.0)], dtype=torch.float64)).item())
+        value = torch.tensor([metrics.get(self.metric, 0.0)], dtype=torch.float64)  # (1,) rank 0's value
+        value = float(dist.broadcast_(value).item())
         improved = self._improved(value, s["best"])
         train_loss = s["eval_loss_sum"] / s["eval_loss_count"] if s["eval_loss_count"] else None
         s["eval_loss_sum"], s["eval_loss_count"] = 0.0, 0
@@ -687,10 +700,11 @@ class Trainer:
         s["history"].append(record)
         s["final_metrics"] = metrics
         if improved:
-            s["best"], s["best_step"], s["best_metrics"], s["bad_evals"], s["plateau_bad"] = value, s["step"], metrics, 0, 0
+            s.update(best=value, best_step=s["step"], best_metrics=metrics, bad_evals=0, plateau_bad=0)
             if dist.main:
                 try:
-                    ckpt.save_model_weights(self.run_dir / ckpt.BEST_FILE, self._raw, {"step": str(s["step"])})
+                    ckpt.save_model_weights(self.run_dir / ckpt.BEST_FILE, self._raw,
+                                            {"step": str(s["step"])})
                 except SeqnlpError as err:
                     raise SeqnlpError(f"could not save the best model: {err}; the previous "
                                       f"{ckpt.BEST_FILE} is intact") from None
@@ -703,12 +717,13 @@ class Trainer:
         self._log({"type": "eval", **record, "best": improved})
         shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
         self._progress.message(f"step {s['step']} (epoch {epoch_float:.2f}): {shown}"
-                               + (" (best)" if improved else "") + (f" train_loss={train_loss:.4f}" if train_loss else ""))
+                               + (" (best)" if improved else "")
+                               + (f" train_loss={train_loss:.4f}" if train_loss is not None else ""))
         self._checkpoint()
         return bool(self.config.patience and s["bad_evals"] >= self.config.patience)
 
     def _evaluate(self, model: nn.Module) -> dict[str, float]:
-        """Run the task's `evaluate` in eval mode under no_grad and bf16 autocast; check the metric is there."""
+        """The task's `evaluate` in eval mode under no_grad (and autocast); the metric must be there."""
         was_training = model.training
         model.eval()
         try:
@@ -720,8 +735,8 @@ class Trainer:
             raise SeqnlpError(f"evaluate returned {sorted(metrics)} but not the metric {self.metric!r}")
         out = {k: float(v) for k, v in metrics.items()}
         if not math.isfinite(out[self.metric]):
-            raise SeqnlpError(f"the validation {self.metric} is {out[self.metric]} at step {self._s['step']}; "
-                              "the model has diverged: try a lower --lr")
+            raise SeqnlpError(f"the validation {self.metric} is {out[self.metric]} at step "
+                              f"{self._s['step']}; the model has diverged: try a lower --lr")
         return out
 
     def _checkpoint(self) -> None:
@@ -730,7 +745,8 @@ class Trainer:
         rngs = [ckpt.rng_state()]
         if dist.enabled:  # dropout streams differ per rank: keep each rank's torch generator state
             mine = torch.get_rng_state().to(torch.int64)  # (5056,) generator bytes; gloo gathers int64
-            rngs = [dict(rngs[0], torch=row.to(torch.uint8).numpy().tobytes().hex()) for row in dist.gather_rows(mine)]
+            rngs = [dict(rngs[0], torch=row.to(torch.uint8).numpy().tobytes().hex())
+                    for row in dist.gather_rows(mine)]
         self._committed_step = s["step"]
         if not dist.main:
             return
@@ -746,12 +762,14 @@ class Trainer:
             import matplotlib.pyplot as plt
         except ImportError:
             return
-        train = [json.loads(line) for line in self._log_path.read_text().splitlines() if '"type": "train"' in line]
+        rows = [json.loads(line) for line in self._log_path.read_text().splitlines()]
+        train = [r for r in rows if r.get("type") == "train"]
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
         if train:
             ax1.plot([r["step"] for r in train], [r["loss"] for r in train], label="train (per log interval)")
         evals = [r for r in history if r.get("train_loss") is not None]
-        ax1.plot([r["step"] for r in evals], [r["train_loss"] for r in evals], "o-", label="train (per evaluation)")
+        ax1.plot([r["step"] for r in evals], [r["train_loss"] for r in evals], "o-",
+                 label="train (per evaluation)")
         ax1.set_xlabel("step")
         ax1.set_ylabel("loss")
         ax1.legend()
