@@ -489,7 +489,7 @@ class Trainer:
                 "best": None, "best_step": 0, "best_metrics": {}, "bad_evals": 0, "plateau_scale": 1.0,
                 "plateau_bad": 0, "elapsed": 0.0, "step_seconds": 0.0, "tokens": 0, "history": [],
                 "loss_sum": 0.0, "loss_count": 0, "eval_loss_sum": 0.0, "eval_loss_count": 0, "log_bytes": 0,
-                "last_eval_step": -1, "final_metrics": {}, "stopped": None,
+                "last_eval_step": -1, "final_metrics": {}, "stopped": None, "world": dist.world,
             }
             batches: Sequence[Any] | None = first
             if dist.main:
@@ -497,6 +497,9 @@ class Trainer:
         else:
             s = {k: v for k, v in state.items()
                  if k not in ("files", "optimizer", "rng", "config", "version")}
+            if s.get("world", 1) != dist.world:  # each rank's share of the batches would change
+                raise SeqnlpError(f"{self.run_dir} was trained by {s.get('world', 1)} process(es); resume it "
+                                  f"with the same number, not {dist.world}")
             ckpt.restore_checkpoint(self.run_dir, state, raw, optimizer)
             if dist.main and log_path.exists():
                 with open(log_path, "r+b") as f:  # drop log lines written after the checkpoint
