@@ -286,6 +286,27 @@ class _Stop(Exception):
         self.reason = reason
 
 
+def check_run_dir(run_dir: str | Path, *, resume: bool, overwrite: bool) -> list[str]:
+    """Refuse an --output the trainer could not use, before any data is loaded; return its current files.
+
+    A file (not a folder), a non-empty folder without --resume/--overwrite, --resume of an empty folder,
+    and --resume together with --overwrite are one-line SeqnlpErrors. Tasks call this first so a bad
+    --output costs nothing; the trainer calls it again when it takes the folder.
+    """
+    run_dir = Path(run_dir)
+    if resume and overwrite:
+        raise SeqnlpError("--resume and --overwrite conflict: --resume continues the run, --overwrite replaces it")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise SeqnlpError(f"{run_dir} exists and is not a folder; choose another --output")
+    existing = [p.name for p in run_dir.iterdir() if p.name != ".lock"] if run_dir.is_dir() else []
+    if existing and not resume and not overwrite:
+        raise SeqnlpError(f"{run_dir} exists and is not empty; pass --overwrite to replace it "
+                          "or --resume to continue it")
+    if resume and not existing:
+        raise SeqnlpError(f"cannot resume: {run_dir} holds no run; start it without --resume")
+    return existing
+
+
 class Trainer:
     """Train `model` on `train_batches(epoch)`, evaluate with `evaluate(model)`, checkpoint into `run_dir`.
 
@@ -320,14 +341,7 @@ class Trainer:
     def _prepare_run_dir(self, resume: bool) -> dict[str, Any] | None:
         """Check, lock and initialise the run folder; return the committed state to resume from, if any."""
         run_dir = self.run_dir
-        if run_dir.exists() and not run_dir.is_dir():
-            raise SeqnlpError(f"{run_dir} exists and is not a folder; choose another --output")
-        existing = [p.name for p in run_dir.iterdir() if p.name != ".lock"] if run_dir.is_dir() else []
-        if existing and not resume and not self.config.overwrite:
-            raise SeqnlpError(f"{run_dir} exists and is not empty; pass --overwrite to replace it "
-                              "or --resume to continue it")
-        if resume and not existing:
-            raise SeqnlpError(f"cannot resume: {run_dir} holds no run; start it without --resume")
+        existing = check_run_dir(run_dir, resume=resume, overwrite=self.config.overwrite)
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
             self._lock_file = open(run_dir / ".lock", "a+")  # held (flocked) until fit ends
@@ -356,6 +370,18 @@ class Trainer:
         for name, content in self.artifacts.items():
             atomic_write_bytes(run_dir / name, _as_bytes(content))
         return None
+
+    def _discard_run_dir(self) -> None:
+        ckpt.remove_run_files(self.run_dir, set(self.artifacts))
+        for name in (".lock",):
+            try:
+                (self.run_dir / name).unlink()
+            except OSError:
+                pass
+        try:
+            self.run_dir.rmdir()  # only when nothing else is left in it
+        except OSError:
+            pass
 
     def _check_artifacts(self) -> None:
         """Refuse to resume when config.json / tokenizer.json differ from the run's, naming what differs."""
@@ -433,9 +459,15 @@ class Trainer:
         """
         dist = _Dist(self.config.device)
         self._lock_file = None
+        fresh = not self.run_dir.exists()
         try:
             state = self._setup(dist, resume)
             return self._train(dist, state)
+        except BaseException:
+            # A run that fails before its first checkpoint leaves no half-made folder behind to block a retry.
+            if fresh and dist.main and self._lock_file is not None and not (self.run_dir / ckpt.STATE_FILE).exists():
+                self._discard_run_dir()
+            raise
         finally:
             if self._lock_file is not None:
                 self._lock_file.close()  # releases the flock

@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 
 from seqnlp import checkpoint as ckpt
 from seqnlp.errors import SeqnlpError
-from seqnlp.trainer import TrainConfig, Trainer, load_model_weights
+from seqnlp.trainer import TrainConfig, Trainer, check_run_dir, load_model_weights
 
 PROG = Path(__file__).with_name("trainer_prog.py")
 # 12 steps per epoch: evaluations at 5, 10, ...; checkpoints also every 3 steps and at epoch ends.
@@ -254,6 +254,31 @@ def test_existing_run_is_refused_unless_overwrite_or_resume(tmp_path: Path) -> N
         _fit(run, resume=True, settings={"epochs": 1, "lr": 0.1})
     with pytest.raises(SeqnlpError, match="holds no run"):
         _fit(tmp_path / "missing", resume=True)
+
+
+def test_output_checks_before_any_work(tmp_path: Path) -> None:
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("x")
+    with pytest.raises(SeqnlpError, match="exists and is not a folder"):
+        check_run_dir(a_file, resume=False, overwrite=False)
+    with pytest.raises(SeqnlpError, match="--resume and --overwrite conflict"):
+        check_run_dir(tmp_path / "run", resume=True, overwrite=True)
+    assert check_run_dir(tmp_path / "new", resume=False, overwrite=False) == []
+    with pytest.raises(SeqnlpError, match="exists and is not a folder"):
+        _fit(a_file)
+
+
+def test_a_run_failing_before_its_first_checkpoint_leaves_no_folder(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    with pytest.raises(SeqnlpError, match="non-finite"):
+        _fit(run, nan_at=1, settings={"epochs": 1, "checkpoint_every": 0})
+    assert not run.exists()  # a retry with the same --output is not refused as "exists"
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "user-notes.txt").write_text("mine")
+    with pytest.raises(SeqnlpError, match="exists and is not empty"):
+        _fit(kept)
+    assert (kept / "user-notes.txt").read_text() == "mine"
 
 
 def test_a_second_writer_is_refused_by_the_lock(tmp_path: Path) -> None:
