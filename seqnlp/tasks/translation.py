@@ -105,7 +105,7 @@ class DecodeConfig:
 
 # The reference configuration for the default benchmark, tuned on this project's 2-core CPU; explicit
 # flags win over these (seqnlp.config.resolve: defaults < these < flags).
-TRAIN_DEFAULTS: dict[str, Any] = {"epochs": 20, "lr": 3e-3, "schedule": "cosine", "warmup": 200,
+TRAIN_DEFAULTS: dict[str, Any] = {"epochs": 8, "lr": 2e-3, "schedule": "cosine", "warmup": 100,
                                   "weight_decay": 0.0, "clip_norm": 1.0}
 
 
