@@ -116,7 +116,8 @@ TRAIN_DEFAULTS: dict[str, Any] = {"epochs": 10, "lr": 3e-3, "weight_decay": 0.05
 # Per-benchmark starting points, tuned on the project's 2-core CPU to reach the targets of issue 5 within
 # their time budgets (IMDB: 20 minutes of training, SST-2: 10). A plain dict: explicit flags override them.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "imdb": {"model": {}, "train": {"epochs": 8, "time_budget": 19.0}},
+    # Measured (results/imdb/bilstm-word-headtail.json): test accuracy 90.44 after 17.4 min of training.
+    "imdb": {"model": {}, "train": {"epochs": 6, "eval_every": 176, "time_budget": 19.0}},
     "sst2": {"model": {"max_length": 128}, "train": {"epochs": 6, "time_budget": 9.0}},
 }
 
