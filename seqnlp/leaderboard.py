@@ -8,7 +8,8 @@
 Bring your own model: `evaluate(model, "sst2")` scores any object that follows the protocol of the
 benchmark's task kind, with the same metric code that scores seqnlp's own runs:
 
-- sentiment:   `model.predict(texts: list[str]) -> list[int | str]` (label ids or label names);
+- sentiment:   `model.predict(texts: list[str]) -> list[int | str]` (label ids or label names; dicts
+               with a "label" key, as `seqnlp.load(run).predict` returns, are accepted too);
 - generation:  `model.log_prob(text: str) -> float`, the total natural-log probability of the
                text's characters, each given the ones before it (`score` is accepted as the same);
 - translation: `model.translate(texts: list[str]) -> list[str]` (detokenized), and optionally
@@ -95,6 +96,8 @@ def _score_sentiment(model: Any, ds: Any, bench: Benchmark) -> list[Score]:
         raise SeqnlpError(f"predict() returned {len(hyps)} labels for {len(refs)} texts; return one per text")
     ids = []
     for h in hyps:
+        if isinstance(h, dict) and "label" in h:  # seqnlp's SentimentPredictor.predict gives {"label", ...}
+            h = h["label"]
         if isinstance(h, str):
             if h not in names:
                 raise SeqnlpError(f"predicted label {h!r} is not one of this benchmark's labels "

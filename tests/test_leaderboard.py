@@ -80,6 +80,11 @@ def test_byo_sentiment_label_names_and_constant_predictor() -> None:
     scores = {s.name: s.value for s in leaderboard._score_sentiment(Names(), ds, bench)}
     # constant "pos": accuracy 50; F1(pos) = 2/3, F1(neg) = 0 → macro 33.33
     assert scores["accuracy"] == 50.0 and scores["macro_f1"] == pytest.approx(100 / 3)
+    class Dicts:  # the shape of seqnlp's own SentimentPredictor.predict
+        def predict(self, texts: list[str]) -> list[dict]:
+            return [{"text": t, "label": "neg" if t in "ad" else "pos"} for t in texts]
+
+    assert {s.name: s.value for s in leaderboard._score_sentiment(Dicts(), ds, bench)}["accuracy"] == 100.0
     with pytest.raises(SeqnlpError, match="'1' is not one of"):
         leaderboard._score_sentiment(AlwaysPositive(), ds, bench)
 
