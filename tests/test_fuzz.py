@@ -9,6 +9,8 @@ Properties:
   encoding cut to max_length; no crash on any string, ids in [0, vocab_size), never pad/bos/eos from encode,
   encode_batch == [encode(t) ...], max_length truncation is a prefix of the full encoding (+ bos/eos),
   decode of any in-range id list returns a str; save/load (to_str/from_str) keeps the ids.
+- load_split on any bytes in a csv/tsv/json/jsonl/txt file: a non-empty dataset whose values all decode,
+  or a one-line SeqnlpError naming the file.
 - BucketBatchSampler: every example exactly once per epoch (at most once, and fewer than batch_size
   dropped, with drop_last), batch size and max_tokens respected (a longer example alone), len() matches,
   the same (seed, epoch) gives the same batches in a new sampler, unshuffled batches are length-sorted.
@@ -20,14 +22,18 @@ Properties:
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from seqnlp.data import BucketBatchSampler, pad
+from seqnlp.data import BucketBatchSampler, load_split, pad
 from seqnlp.encoders import CELLS, RNNEncoder
+from seqnlp.errors import SeqnlpError
 import seqnlp.tokenization as tokenization
 from seqnlp.tokenization import Tokenizer
 
@@ -178,6 +184,35 @@ def test_any_training_texts_give_a_tokenizer_that_survives_save_and_load(level: 
         assert again.encode(x) == t.encode(x)
     if level == "bpe":
         assert t.decode(t.encode(probe)) == probe
+
+
+# ================================================================================= loading files
+
+
+_FILE_TEXT = st.text(st.sampled_from(list(',;\t\n\r "\'{}[]:abc1.-\\é😀\x00')), max_size=80)
+
+
+@few
+@given(ext=st.sampled_from(["csv", "tsv", "json", "jsonl", "txt"]),
+       content=st.one_of(st.binary(max_size=80), _FILE_TEXT.map(lambda t: t.encode("utf-8")),
+                         st.builds(lambda head, body: (head + "\n" + body).encode("utf-8"),
+                                   st.sampled_from(["text,label", "text\tlabel", '{"text": "a", "label": 1}']),
+                                   _FILE_TEXT)))
+def test_any_bytes_in_a_data_file_load_or_give_one_clear_line(ext: str, content: bytes) -> None:
+    # Whatever a user's file holds: a non-empty dataset, or a one-line SeqnlpError naming the file; never
+    # another exception, never an empty split, and never strings that fail later on first access.
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"data.{ext}"
+        path.write_bytes(content)
+        try:
+            ds = load_split(str(path), "train")
+        except SeqnlpError as err:
+            assert "\n" not in str(err) and str(path) in str(err), str(err)
+            return
+        assert len(ds) >= 1
+        ds[:]  # every value decodes
+        if ext == "txt":
+            assert ds["text"][:] == [content.decode("utf-8")]
 
 
 # ================================================================================= batching
