@@ -453,7 +453,8 @@ def check_columns(ds: datasets.Dataset, names: Sequence[str], *, source: str | N
     if missing:
         where = f"dataset {source!r}" if source else "the dataset"
         raise SeqnlpError(f"{where} has no column {', '.join(repr(m) for m in missing)}; its columns are: "
-                          f"{', '.join(ds.column_names)}; choose among them (e.g. --text-column)")
+                          f"{', '.join(ds.column_names)}; name one of them with the task's column flag "
+                          "(--text-column, --label-column, --source-column, --target-column)")
 
 
 def select_columns(ds: datasets.Dataset, mapping: dict[str, str], *, source: str | None = None) -> datasets.Dataset:

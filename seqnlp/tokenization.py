@@ -23,7 +23,8 @@ from __future__ import annotations
 import json
 import operator
 import re
-from collections.abc import Iterable, Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -149,7 +150,31 @@ class Tokenizer:
                                                 special_tokens=SPECIAL_TOKENS, show_progress=False)
         if isinstance(texts, str):
             texts = [texts]  # a bare string would otherwise be iterated character by character
-        hf.train_from_iterator(texts, trainer=trainer)
+        seen: dict[str, Any] = {"content": False}
+        recent: deque[tuple[int, str]] = deque(maxlen=4096)  # Rust reads ahead in buffers of a few hundred
+
+        def checked() -> Iterator[str]:
+            # Rust only says "'NoneType' object is not iterable"; name the text instead. Per text, not per token.
+            for i, text in enumerate(texts):
+                if not isinstance(text, str):
+                    raise _bad_text([text], f"training text {i}")
+                if not seen["content"] and text.strip():
+                    seen["content"] = True
+                recent.append((i, text))
+                yield text
+
+        try:
+            hf.train_from_iterator(checked(), trainer=trainer)
+        except (TypeError, UnicodeEncodeError):  # a str Rust cannot take: one with a lone surrogate
+            for i, text in recent:
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise _bad_text([text], f"training text {i}") from None
+            raise
+        if not seen["content"]:
+            raise SeqnlpError("the training texts are empty (or only whitespace), so there is nothing to learn a "
+                              "vocabulary from; check the dataset and its text column")
         return cls(hf, level, lowercase)
 
     # ---------------------------------------------------------------- vocabulary
@@ -359,15 +384,16 @@ class Tokenizer:
         return cls.from_dict(read_json(path, max_bytes=MAX_TOKENIZER_BYTES), where=str(path))
 
 
-def _bad_text(texts: Sequence[Any]) -> SeqnlpError:
+def _bad_text(texts: Sequence[Any], name: str | None = None) -> SeqnlpError:
     """The error for the first text that Hugging Face `tokenizers` refused (it only says 'must be str')."""
     for i, text in enumerate(texts):
-        where = "text" if len(texts) == 1 else f"text {i}"
+        where = name or ("text" if len(texts) == 1 else f"text {i}")
         if not isinstance(text, str):
             shown = repr(text) if len(repr(text)) <= 40 else repr(text)[:39] + "…"
             fix = ("remove or fill missing texts before tokenizing" if text is None
                    else "pass str (decode bytes first)")
-            return SeqnlpError(f"{where} is a {type(text).__name__} ({shown}), not a string; {fix}")
+            what = "None" if text is None else f"{type(text).__name__} ({shown})"
+            return SeqnlpError(f"{where} is {what}, not a string; {fix}")
         try:
             text.encode("utf-8")
         except UnicodeEncodeError as err:
