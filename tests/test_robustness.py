@@ -18,6 +18,7 @@ import datasets
 import pytest
 import torch
 
+import seqnlp
 import seqnlp.data as data
 from seqnlp.data import BucketBatchSampler, carve_validation, check_columns, load_split, pad
 from seqnlp.encoders import RNNEncoder
@@ -666,6 +667,9 @@ def test_damaged_run_folders(task: str, how: str, runs: dict[str, Path], tmp_pat
     run = damage(runs[task], how, tmp_path)
     refused(task, use_args(task, run), capsys, EXPECTED_DAMAGE[how])
     refused(task, ["evaluate", "--model", str(run)], capsys, EXPECTED_DAMAGE[how])
+    with pytest.raises(SeqnlpError) as info:  # the library entry point, as the leaderboard uses it
+        seqnlp.load(run)
+    assert "corrupt" in one_line(info) or EXPECTED_DAMAGE[how] in str(info.value) or "not a folder" in str(info.value)
 
 
 @pytest.mark.parametrize("owner", TASKS)
