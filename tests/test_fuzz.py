@@ -219,6 +219,57 @@ def test_any_bytes_in_a_data_file_load_or_give_one_clear_line(ext: str, content:
             assert ds["text"][:] == [content.decode("utf-8")]
 
 
+# ================================================================================= config files
+
+
+def _config_classes() -> list[type]:
+    from seqnlp.tasks import generation, sentiment, translation
+    from seqnlp.trainer import TrainConfig
+
+    return [sentiment.ModelConfig, sentiment.DataConfig, generation.ModelConfig, generation.DataConfig,
+            translation.ModelConfig, translation.DataConfig, translation.DecodeConfig, TrainConfig]
+
+
+_JSON_VALUE = st.one_of(st.none(), st.booleans(), st.integers(-2**40, 2**40), st.floats(allow_nan=True),
+                        st.text(max_size=8), st.lists(st.integers(), max_size=2), st.just({}))
+
+
+@st.composite
+def _config_files(draw: st.DrawFn) -> tuple[type, dict]:
+    import dataclasses
+
+    cls = draw(st.sampled_from(_config_classes()))
+    names = [f.name for f in dataclasses.fields(cls)]
+    keys = draw(st.lists(st.one_of(st.sampled_from(names), st.sampled_from(["hiden_size", "x"])), max_size=4))
+    return cls, {k: draw(_JSON_VALUE) for k in keys}
+
+
+@fuzz
+@given(case=_config_files())
+def test_any_values_in_a_config_file_resolve_to_a_valid_config_or_one_clear_line(case: tuple[type, dict]) -> None:
+    # A run's config.json is read back on load and resume: whatever it holds, resolve() gives a config whose
+    # fields have their declared types and ranges, or a one-line SeqnlpError; never a crash later in a model.
+    import dataclasses
+    import math
+
+    from seqnlp.config import _field_type, check, resolve
+
+    cls, values = case
+    try:
+        config = resolve(cls, None, values)
+    except SeqnlpError as err:
+        assert "\n" not in str(err)
+        return
+    for f in dataclasses.fields(cls):
+        value, typ = getattr(config, f.name), _field_type(cls, f)
+        if value is None or typ not in (int, float, str, bool):
+            continue
+        assert isinstance(value, typ), (f.name, value)  # (a bool passes as an int: finding R16, test_robustness)
+        if typ is float:
+            assert math.isfinite(value), (f.name, value)
+    check(config)
+
+
 # ================================================================================= batching
 
 

@@ -65,6 +65,9 @@ CATALOGUE: list[tuple[str, str]] = [
     ("process: existing run refused unless --overwrite; resume with changed settings refused", "test_trainer.py::test_existing_run_is_refused_unless_overwrite_or_resume"),
     ("process: non-finite loss stops with the last good checkpoint", "test_trainer.py::test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint"),
     ("config: out-of-range flag values name the flag", "test_config.py::test_out_of_range_values_name_the_flag"),
+    ("config: true/false in a config file for a size", "test_robustness.py::test_booleans_in_a_config_file_are_not_sizes"),
+    ("config: any JSON values in a config file (fuzzed)", "test_fuzz.py::test_any_values_in_a_config_file_resolve_to_a_valid_config_or_one_clear_line"),
+    ("data: any bytes in a data file (fuzzed)", "test_fuzz.py::test_any_bytes_in_a_data_file_load_or_give_one_clear_line"),
     ("config: unknown flags and choices (argparse usage)", "test_config.py::test_argparse_rejects_unknown_choices_and_flags"),
     # command line, through each task's main()
     ("cli: unknown flag gets argparse's usage, exit 2, nothing written", "test_robustness.py::test_unknown_flag_gets_argparse_usage"),
@@ -631,6 +634,20 @@ def test_read_only_or_full_output_folder_through_the_cli(code: int, tmp_path: Pa
     run = tmp_path / "run"
     refused("sentiment", train_args("sentiment", "--output", str(run)), capsys, "could not write", os.strerror(code))
     assert not run.exists() or [p.name for p in run.iterdir() if p.name != ".lock"] == []
+
+
+@pytest.mark.xfail(strict=True, reason="finding R16: seqnlp.config.resolve takes true/false for int fields")
+@pytest.mark.parametrize("value", [True, False])
+def test_booleans_in_a_config_file_are_not_sizes(value: bool) -> None:
+    # config.json {"layers": false}: bool is an int subclass, so it passed the type check, and `check` skips
+    # bools, so it also passed "at least 1"; {"hidden_size": true} silently became a width of 1.
+    from seqnlp.config import resolve
+    from seqnlp.tasks.sentiment import ModelConfig
+
+    with pytest.raises(SeqnlpError, match="must be int"):
+        resolve(ModelConfig, None, {"layers": value})
+    with pytest.raises(SeqnlpError, match="must be int"):
+        resolve(ModelConfig, None, {"hidden_size": value})
 
 
 @pytest.mark.xfail(strict=True, reason="finding R15: memory allocation failures end in a raw RuntimeError")
