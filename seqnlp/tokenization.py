@@ -13,6 +13,12 @@ The same texts give the same ids on every run: the trainers break frequency ties
 and the byte alphabet is fixed. `lowercase=True` adds a lowercasing normalizer (then round trips are exact
 only for lowercase text).
 
+Input policy (each a one-line SeqnlpError): texts must be str (None, bytes, numbers and strings holding lone
+surrogates are named by position); training texts must hold something besides whitespace; `decode` refuses
+ids outside 0..vocab_size-1 (Hugging Face would drop them silently, hiding a tokenizer that does not belong
+to the model). `max_length` keeps the head: a text longer than 16 characters per kept token is tokenized
+from its head only, cut where a non-space meets a space, which gives exactly the ids of the whole encoding.
+
 Saved as one JSON file: {"format": "seqnlp-tokenizer", "version": 1, "level", "lowercase",
 "tokenizer": <the Hugging Face tokenizer.json object>}. `Tokenizer.load` also accepts a plain
 Hugging Face tokenizer.json written by this class's `hf` object.
