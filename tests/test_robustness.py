@@ -93,6 +93,7 @@ CATALOGUE: list[tuple[str, str]] = [
     ("data: a text too short for the generation batch", "test_generation.py::test_bad_run_folders_and_too_short_texts_are_clear_errors"),
     ("generation: prime with characters never seen in training", "test_generation.py::test_unknown_prime_characters_are_named_and_nothing_is_printed"),
     ("size: model sizes too large for memory (one line, not an allocator traceback)", "test_robustness.py::test_sizes_too_large_for_memory_are_one_line"),
+    ("process: a run failing before its first checkpoint leaves no folder behind", "test_robustness.py::test_a_run_failing_before_its_first_checkpoint_leaves_nothing"),
     ("process: Ctrl-C during training of a real process (exit 130, checkpoint, how to resume)", "test_robustness.py::test_ctrl_c_during_training_in_a_real_process"),
 ]
 
@@ -467,7 +468,7 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 
 XFAIL_R4 = pytest.mark.xfail(strict=True, reason="finding R4: translation checks --output after printing the summary")
 XFAIL_R5 = pytest.mark.xfail(strict=True, reason="finding R5: translation --resume ignores changed model flags")
-XFAIL_R6 = pytest.mark.xfail(strict=True, reason="finding R6: trainer crashes when --output is a file")
+XFAIL_R6 = pytest.mark.xfail(strict=True, reason="finding R6: the task iterdir()s a --output that is a file")
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -617,6 +618,27 @@ def test_conflicting_resume_and_overwrite(task: str, runs: dict[str, Path], tmp_
     resume = ["--resume", "--output", str(run)] if task == "translation" else ["--resume", str(run)]
     refused(task, train_args(task, *resume, "--overwrite"), capsys, "--resume", "--overwrite")
     assert {k: v for k, v in _snapshot(run).items() if k != ".lock"} == {k: v for k, v in before.items() if k != ".lock"}
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_a_run_failing_before_its_first_checkpoint_leaves_nothing(task: str, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    # Finding R3 (fixed in the trainer): the folder used to keep .lock, config.json and tokenizer.json, so the
+    # next attempt was refused as "exists and is not empty".
+    import seqnlp.trainer
+
+    def fail(self: object, *args: object, **kwargs: object) -> None:
+        raise SeqnlpError("injected failure before the first training step")
+
+    # Fails after the trainer wrote config.json and the tokenizer into the folder, before any step.
+    monkeypatch.setattr(seqnlp.trainer.Trainer, "_make_optimizer", fail)
+    run = tmp_path / "run"
+    rc, err = run_cli(task, train_args(task, "--output", str(run)), capsys)
+    # What the run printed before failing may precede the error; the error is still the one last line.
+    assert rc == 2 and err.strip().splitlines()[-1].startswith("error: injected failure"), err[-2000:]
+    assert "Traceback" not in err
+    assert not run.exists() or [p.name for p in run.iterdir()] == []
 
 
 @pytest.mark.parametrize("code", [errno.EACCES, errno.EROFS, errno.ENOSPC])
