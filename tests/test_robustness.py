@@ -94,6 +94,7 @@ CATALOGUE: list[tuple[str, str]] = [
     ("generation: prime with characters never seen in training", "test_generation.py::test_unknown_prime_characters_are_named_and_nothing_is_printed"),
     ("size: model sizes too large for memory (one line, not an allocator traceback)", "test_robustness.py::test_sizes_too_large_for_memory_are_one_line"),
     ("process: a run failing before its first checkpoint leaves no folder behind", "test_robustness.py::test_a_run_failing_before_its_first_checkpoint_leaves_nothing"),
+    ("cli: predict/translate with no texts (empty stdin, blank lines)", "test_robustness.py::test_no_input_texts_is_said"),
     ("process: Ctrl-C during training of a real process (exit 130, checkpoint, how to resume)", "test_robustness.py::test_ctrl_c_during_training_in_a_real_process"),
 ]
 
@@ -639,6 +640,20 @@ def test_a_run_failing_before_its_first_checkpoint_leaves_nothing(task: str, tmp
     assert rc == 2 and err.strip().splitlines()[-1].startswith("error: injected failure"), err[-2000:]
     assert "Traceback" not in err
     assert not run.exists() or [p.name for p in run.iterdir()] == []
+
+
+@pytest.mark.parametrize("task", [
+    pytest.param("sentiment", marks=pytest.mark.xfail(strict=True, reason="finding R18: predict with no texts exits 0 silently")),
+    "translation"])
+@pytest.mark.parametrize("stdin", ["", "\n   \n\t\n"])
+def test_no_input_texts_is_said(task: str, stdin: str, runs: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+    import sys
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    command = {"sentiment": "predict", "translation": "translate"}[task]
+    refused(task, [command, "--model", str(runs[task])], capsys, "nothing to")
 
 
 @pytest.mark.parametrize("code", [errno.EACCES, errno.EROFS, errno.ENOSPC])
