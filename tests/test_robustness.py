@@ -94,6 +94,7 @@ CATALOGUE: list[tuple[str, str]] = [
     ("generation: prime with characters never seen in training", "test_generation.py::test_unknown_prime_characters_are_named_and_nothing_is_printed"),
     ("size: model sizes too large for memory (one line, not an allocator traceback)", "test_robustness.py::test_sizes_too_large_for_memory_are_one_line"),
     ("process: a run failing before its first checkpoint leaves no folder behind", "test_robustness.py::test_a_run_failing_before_its_first_checkpoint_leaves_nothing"),
+    ("cli: --results path that cannot be written (a folder)", "test_robustness.py::test_results_path_that_cannot_be_written_is_refused_before_training"),
     ("cli: predict/translate with no texts (empty stdin, blank lines)", "test_robustness.py::test_no_input_texts_is_said"),
     ("process: Ctrl-C during training of a real process (exit 130, checkpoint, how to resume)", "test_robustness.py::test_ctrl_c_during_training_in_a_real_process"),
 ]
@@ -640,6 +641,17 @@ def test_a_run_failing_before_its_first_checkpoint_leaves_nothing(task: str, tmp
     assert rc == 2 and err.strip().splitlines()[-1].startswith("error: injected failure"), err[-2000:]
     assert "Traceback" not in err
     assert not run.exists() or [p.name for p in run.iterdir()] == []
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.xfail(strict=True, reason="finding R8: --results is checked only after training and scoring")
+def test_results_path_that_cannot_be_written_is_refused_before_training(task: str, tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "results.json"
+    folder.mkdir()  # a folder where the results file should go
+    run = tmp_path / "run"
+    refused(task, train_args(task, "--output", str(run), "--results", str(folder)), capsys, str(folder))
+    assert not run.exists()  # refused before any training
 
 
 @pytest.mark.parametrize("task", [
