@@ -439,7 +439,8 @@ def carve_validation(train: datasets.Dataset, fraction: float = 0.1,
     if not 0.0 < fraction < 1.0:
         raise SeqnlpError(f"validation fraction must be between 0 and 1 (exclusive), got {fraction}")
     if n < 2:
-        raise SeqnlpError(f"cannot carve a validation split from {n} row(s); need at least 2")
+        raise SeqnlpError(f"cannot carve a validation split from {n} row(s); need at least 2 (add examples, "
+                          "or give the dataset a validation split: a validation.<ext> file beside train)")
     n_val = min(max(int(round(fraction * n)), 1), n - 1)
     perm = np.random.default_rng(seed).permutation(n)  # (N,)
     val_idx = np.sort(perm[:n_val])  # (N_val,)
