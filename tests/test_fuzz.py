@@ -60,6 +60,18 @@ def _one_thread():  # type: ignore[no-untyped-def]
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _datasets_cache_in_a_temporary_folder(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    # datasets' csv/json readers keep an Arrow copy of every file they read, keyed by path and time, in
+    # ~/.cache/huggingface/datasets; the many temporary files read here would pile up there run after run.
+    import datasets
+
+    old = datasets.config.HF_DATASETS_CACHE
+    datasets.config.HF_DATASETS_CACHE = tmp_path_factory.mktemp("hf_datasets_cache")
+    yield
+    datasets.config.HF_DATASETS_CACHE = old
+
+
 _TOKS: dict[str, Tokenizer] = {}
 
 

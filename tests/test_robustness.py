@@ -100,6 +100,18 @@ CATALOGUE: list[tuple[str, str]] = [
 ]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _datasets_cache_in_a_temporary_folder(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    # datasets' csv/json readers keep an Arrow copy of every file they read, keyed by path and time, in
+    # ~/.cache/huggingface/datasets; the many temporary files read here would pile up there run after run.
+    import datasets
+
+    old = datasets.config.HF_DATASETS_CACHE
+    datasets.config.HF_DATASETS_CACHE = tmp_path_factory.mktemp("hf_datasets_cache")
+    yield
+    datasets.config.HF_DATASETS_CACHE = old
+
+
 def _defined_tests(path: Path) -> set[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
     return {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name.startswith("test_")}
@@ -834,7 +846,8 @@ def test_ctrl_c_during_training_in_a_real_process(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TESTS.parent)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TESTS.parent),
+           "HF_DATASETS_CACHE": str(tmp_path / "hf_datasets_cache")}
     cmd = [sys.executable, "-m", "seqnlp.tasks.sentiment"]
     run = tmp_path / "run"
     args = train_args("sentiment", "--output", str(run), "--checkpoint-every", "2", steps=100_000)
