@@ -13,7 +13,8 @@ Where `load_split(source, split)` looks, in order:
 
 Input policy (every problem is one SeqnlpError line naming the file and the fix):
 - Text files (csv, tsv, json, jsonl, txt) must be UTF-8; the first undecodable byte is reported with its byte
-  offset and line (a UTF-8 byte-order mark is fine; UTF-16 files are recognised and named as such).
+  offset and line (a UTF-8 byte-order mark is fine and is not part of the text; UTF-16 files are recognised
+  and named as such).
 - A split never comes back empty: a 0-byte or whitespace-only file, a csv with only a header, a json `[]`
   or a parquet file with no rows holds no examples, and a split made only of such files is refused.
   (Empty shards beside non-empty ones are skipped.)
@@ -207,8 +208,10 @@ def _read_file(path: Path) -> datasets.Dataset | None:
     if not has_content:
         return None
     if ext == "txt":
-        # Bytes, not read_text: universal-newline decoding would turn "\r\n" into "\n".
-        return datasets.Dataset.from_dict({"text": [path.read_bytes().decode("utf-8")]})
+        # Bytes, not read_text: universal-newline decoding would turn "\r\n" into "\n". A leading byte-order
+        # mark (Windows editors write one) is not text: utf-8-sig drops it.
+        text = path.read_bytes().decode("utf-8-sig")
+        return datasets.Dataset.from_dict({"text": [text]}) if text.strip() else None
     try:
         ds = _quietly(path, ext)
     except Exception as err:  # the readers raise many kinds (ArrowInvalid, DatasetGenerationError, ...)

@@ -194,9 +194,10 @@ def test_empty_files_and_splits(tmp_path: Path) -> None:
     (tmp_path / "blank.jsonl").write_bytes(b"\n  \n")
     (tmp_path / "array.json").write_bytes(b"[]")
     (tmp_path / "empty.txt").write_bytes(b"")
+    (tmp_path / "bom.txt").write_bytes(b"\xef\xbb\xbf\n")  # only a byte-order mark
     datasets.Dataset.from_dict({"text": []}, features=datasets.Features({"text": datasets.Value("string")})) \
         .to_parquet(str(tmp_path / "zero.parquet"))
-    cases = ["empty.csv", "blank.jsonl", "array.json", "empty.txt", "zero.parquet"]
+    cases = ["empty.csv", "blank.jsonl", "array.json", "empty.txt", "bom.txt", "zero.parquet"]
     for name in cases:
         with pytest.raises(SeqnlpError) as info:
             load_split(str(tmp_path / name), "train")
