@@ -33,6 +33,7 @@ CATALOGUE: list[tuple[str, str]] = [
     # data
     ("data: nonexistent file or folder", "test_robustness.py::test_nonexistent_paths"),
     ("data: hub id with no network and no mirror (fast, one line)", "test_robustness.py::test_hub_id_without_network_or_mirror"),
+    ("data: hub id with no network through each task's command line", "test_robustness.py::test_hub_dataset_without_network_through_the_command_line"),
     ("data: unknown split", "test_data.py::test_mirror_splits_and_unknown_split"),
     ("data: missing or misspelled column lists the existing ones", "test_robustness.py::test_missing_or_misspelled_column"),
     ("data: empty file / header-only csv / empty json / zero-row parquet", "test_robustness.py::test_empty_files_and_splits"),
@@ -836,6 +837,22 @@ def test_bad_datasets_through_the_command_line(task: str, splits: dict[str, str]
             i = args.index(flag)
             del args[i:i + 2]
     refused(task, [*args, *columns], capsys, *needles)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_hub_dataset_without_network_through_the_command_line(task: str, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("SEQNLP_DATA_DIR", str(tmp_path))  # an empty mirror
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setattr(data, "_hub_endpoint", lambda: f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setattr(data, "_hub_state", {})
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("the hub loader was called"))
+    args = train_args(task, "--output", str(tmp_path / "run"))
+    args[args.index("--dataset") + 1] = "someone/reviews"
+    refused(task, args, capsys, "'someone/reviews'", "SEQNLP_DATA_DIR")
     assert not (tmp_path / "run").exists()
 
 
