@@ -394,8 +394,8 @@ def test_safetensors_claiming_huge_sizes(tmp_path: Path) -> None:
 # ============================================================================================ command line
 # One tiny run per task (3 optimizer steps, a few seconds in all), then every bad invocation through the
 # tasks' real `main(argv)`: exit status 2, exactly one line "error: ..." on stderr, no traceback, nothing
-# half-written. Cases that a task still gets wrong are xfail(strict=True) with the finding's number in
-# /work/briefs/robustness_findings.md; strict, so a fix turns them into failures that ask for the marker's removal.
+# half-written. Cases that a task still gets wrong are xfail(strict=True) with the number of the finding
+# reported on issue 9 (R1, R2, ...); strict, so a fix turns them into failures that ask for the marker's removal.
 
 FIX = TESTS / "fixtures"
 TASK_ARGS: dict[str, list[str]] = {
