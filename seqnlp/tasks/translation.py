@@ -829,7 +829,6 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help")):
         argv = ["train", *argv]
     args = _parser().parse_args(argv)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     return {"train": _train, "translate": _translate, "evaluate": _evaluate, "attention": _attention}[args.command](args)
 
 
