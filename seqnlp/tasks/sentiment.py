@@ -118,8 +118,8 @@ TRAIN_DEFAULTS: dict[str, Any] = {"epochs": 10, "lr": 3e-3, "weight_decay": 0.05
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # Measured (results/imdb/bilstm-word-headtail.json): test accuracy 90.44 after 17.4 min of training.
     "imdb": {"model": {}, "train": {"epochs": 6, "eval_every": 176, "time_budget": 19.0}},
-    "sst2": {"model": {"max_length": 128, "batch_size": 256, "embedding_size": 256, "hidden_size": 256},
-             "train": {"epochs": 6, "lr": 4e-3, "time_budget": 9.5}},
+    # Measured (results/sst2/bilstm-word-128.json): validation accuracy 85.32 after 7.7 min of training.
+    "sst2": {"model": {"max_length": 128, "batch_size": 128}, "train": {"epochs": 9, "time_budget": 9.5}},
 }
 
 
