@@ -517,7 +517,10 @@ def save_confusion_png(path: Path, matrix: list[list[int]], names: Sequence[str]
 
 def _train_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m seqnlp.tasks.sentiment [train]",
-                                description="Train a text classifier (default: bi-LSTM on IMDB) and score it.")
+                                description="Train a text classifier (default: bi-LSTM on IMDB) and score it.",
+                                epilog="other subcommands: evaluate --model RUN_DIR [--split S] [--results FILE]; "
+                                       "predict --model RUN_DIR [TEXT ...] (or lines on stdin). "
+                                       "Each takes --help.")
     add_flags(p, ModelConfig, group="model")
     add_flags(p, DataConfig, group="data")
     add_flags(p, TrainConfig, group="training")
