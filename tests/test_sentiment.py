@@ -211,3 +211,21 @@ def test_existing_output_is_refused_without_overwrite(trained: Path, capsys: pyt
 def test_predict_refuses_empty_text(trained: Path) -> None:
     with pytest.raises(seqnlp.SeqnlpError, match="empty text"):
         seqnlp.load(trained).predict(["fine", ""])
+
+
+@pytest.mark.parametrize("benchmark, result", [("imdb", "bilstm-word-headtail.json"), ("sst2", "bilstm-word-128.json")])
+def test_presets_are_the_measured_runs(benchmark: str, result: str) -> None:
+    """`--benchmark X` with no other flags trains exactly what the committed result measured."""
+    from seqnlp.config import resolve, to_dict
+    from seqnlp.trainer import TrainConfig
+
+    path = Path(__file__).resolve().parents[1] / "results" / benchmark / result
+    if not path.is_file():
+        pytest.skip(f"{path} is not in this checkout")
+    measured = read_result(path)["config"]
+    preset = sentiment.PRESETS[benchmark]
+    assert to_dict(resolve(sentiment.ModelConfig, None, preset["model"])) == measured["model"]
+    train = to_dict(resolve(TrainConfig, None, {**sentiment.TRAIN_DEFAULTS, **preset["train"]}))
+    cosmetic = {"progress", "overwrite", "log_every", "curves"}  # output only; they do not change the numbers
+    assert {k: v for k, v in train.items() if k not in cosmetic} == \
+        {k: v for k, v in measured["train"].items() if k not in cosmetic}
