@@ -13,7 +13,7 @@ import dataclasses
 import math
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from seqnlp.errors import SeqnlpError
@@ -65,13 +65,13 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, *, exclude: Sequence[s
         target.add_argument(flag_name(f.name), **kwargs)
 
 
-def check(config: Any) -> None:
+def check(config: Any, label: Callable[[str], str] = flag_name) -> None:
     """Check every field's range and choices; raise SeqnlpError naming the flag and the allowed values."""
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         m = f.metadata
-        name = flag_name(f.name)
-        if value is None or isinstance(value, bool):
+        name = label(f.name)
+        if value is None or (isinstance(value, bool) and _field_type(type(config), f) is bool):
             continue
         if m.get("choices") and value not in m["choices"]:
             raise SeqnlpError(f"{name} must be one of {', '.join(map(str, m['choices']))}, not {value!r}")
@@ -87,29 +87,45 @@ def check(config: Any) -> None:
 
 
 def resolve(cls: type[C], args: argparse.Namespace | Mapping[str, Any] | None = None,
-            file_values: Mapping[str, Any] | None = None) -> C:
+            file_values: Mapping[str, Any] | None = None, source: str | None = None) -> C:
     """Build `cls` from its defaults, then `file_values`, then explicit flags in `args`; then `check` it.
 
     Unknown keys in `file_values` are an error (a typo in a config file must not be silently ignored).
+    `source` names where `file_values` came from (e.g. "RUN/config.json model"), so a bad value read from a
+    file is reported against that file rather than against a flag the user never typed.
     """
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     values: dict[str, Any] = {}
+    where = f"{source}: " if source else ""
+    from_file: set[str] = set()
     for key, value in (file_values or {}).items():
         key = key.replace("-", "_")
         if key not in names:
-            raise SeqnlpError(f"unknown setting {key!r}; known settings: {', '.join(sorted(names))}")
+            raise SeqnlpError(f"{where}unknown setting {key!r}; known settings: {', '.join(sorted(names))}")
         values[key] = value
+        from_file.add(key)
     given = vars(args) if isinstance(args, argparse.Namespace) else dict(args or {})
-    values.update({k: v for k, v in given.items() if k in names})
+    typed = {k: v for k, v in given.items() if k in names}
+    values.update(typed)
+    from_file -= set(typed)
+
+    def label(name: str) -> str:
+        # A bad value from a file is blamed on the file's key, one typed on the command line on its flag.
+        return f"{where}{name}" if name in from_file and source else flag_name(name)
+
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        if f.name in values and values[f.name] is not None:
-            typ = _field_type(cls, f)
-            if typ is float and isinstance(values[f.name], int) and not isinstance(values[f.name], bool):
-                values[f.name] = float(values[f.name])
-            elif typ in (int, float, str, bool) and not isinstance(values[f.name], typ):
-                raise SeqnlpError(f"{flag_name(f.name)} must be {typ.__name__}, not {values[f.name]!r}")
+        value = values.get(f.name)
+        if value is None:
+            continue
+        typ = _field_type(cls, f)
+        if typ in (int, float) and isinstance(value, bool):  # bool is an int subclass: refuse true/false as sizes
+            raise SeqnlpError(f"{label(f.name)} must be {typ.__name__}, not {value!r}")
+        if typ is float and isinstance(value, int):
+            values[f.name] = float(value)
+        elif typ in (int, float, str, bool) and not isinstance(value, typ):
+            raise SeqnlpError(f"{label(f.name)} must be {typ.__name__}, not {value!r}")
     config = cls(**values)
-    check(config)
+    check(config, label)
     return config
 
 

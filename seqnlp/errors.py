@@ -31,5 +31,13 @@ def cli_main(func: F) -> F:
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130
+        except (MemoryError, RuntimeError) as err:
+            # torch reports failed allocations as RuntimeError (CPU) or OutOfMemoryError (CUDA, a subclass).
+            text = str(err)
+            if not isinstance(err, MemoryError) and "out of memory" not in text and "can't allocate memory" not in text:
+                raise
+            print("error: out of memory: the model or batch does not fit; use a smaller --hidden-size, "
+                  "--embedding-size, --vocab-size or --batch-size", file=sys.stderr)
+            return 2
 
     return wrapper  # type: ignore[return-value]

@@ -49,9 +49,10 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     Writes a temporary file in the same folder, fsyncs it, renames it over `path`, fsyncs the folder.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp: str | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -59,10 +60,11 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as err:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
         if isinstance(err, OSError):
             raise SeqnlpError(f"could not write {path}: {err.strerror or err}; check free space and permissions") from err
         raise
@@ -85,8 +87,14 @@ def read_json(path: str | Path, max_bytes: int = MAX_JSON_BYTES) -> Any:
         raise SeqnlpError(f"cannot read {path}: {err.strerror}") from None
     if size > max_bytes:
         raise SeqnlpError(f"{path} is {size} bytes, over the {max_bytes}-byte limit for JSON files; is it the right file?")
+    if path.is_dir():
+        raise SeqnlpError(f"{path} is a folder, not a JSON file")
     try:
-        return json.loads(path.read_bytes().decode("utf-8"))
+        raw = path.read_bytes()
+    except OSError as err:
+        raise SeqnlpError(f"cannot read {path}: {err.strerror}") from None
+    try:
+        return json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise SeqnlpError(f"{path} is not valid JSON ({err}); the file is corrupt or truncated") from None
 
@@ -95,20 +103,22 @@ def save_weights(path: str | Path, tensors: dict[str, torch.Tensor], metadata: d
     """Atomically save a flat dict of tensors as safetensors (tensors are made contiguous and detached)."""
     path = Path(path)
     flat = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    # save_file writes in place; write beside the target and rename so a crash never leaves a torn file.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp: str | None = None
     try:
+        # save_file writes in place; write beside the target and rename so a crash never leaves a torn file.
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
         save_file(flat, tmp, metadata=metadata)
         os.chmod(tmp, _FILE_MODE)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as err:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
         if isinstance(err, OSError):
             raise SeqnlpError(f"could not write {path}: {err.strerror or err}; check free space and permissions") from err
         raise

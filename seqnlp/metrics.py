@@ -12,11 +12,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import sacrebleu
-import sklearn
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
-
 from seqnlp.errors import SeqnlpError
+
+# scikit-learn and sacrebleu are imported inside the functions that use them: importing them costs ~1.5 s,
+# which every command (even --help or a usage error) would otherwise pay.
 
 
 @dataclass(frozen=True)
@@ -45,6 +44,9 @@ def _check_pair(refs: Sequence[Any], hyps: Sequence[Any]) -> None:
 
 def accuracy(refs: Sequence[Any], hyps: Sequence[Any]) -> Score:
     """Percentage of predictions equal to their reference label."""
+    import sklearn
+    from sklearn.metrics import accuracy_score
+
     _check_pair(refs, hyps)
     value = 100.0 * float(accuracy_score(list(refs), list(hyps)))
     return Score("accuracy", value, True, f"accuracy|percent|n:{len(refs)}|sklearn:{sklearn.__version__}")
@@ -52,6 +54,9 @@ def accuracy(refs: Sequence[Any], hyps: Sequence[Any]) -> Score:
 
 def macro_f1(refs: Sequence[Any], hyps: Sequence[Any], labels: Sequence[Any] | None = None) -> Score:
     """Unweighted mean of per-class F1, in percent (classes absent from both sides are ignored unless `labels`)."""
+    import sklearn
+    from sklearn.metrics import f1_score
+
     _check_pair(refs, hyps)
     value = 100.0 * float(f1_score(list(refs), list(hyps), labels=labels, average="macro", zero_division=0))
     return Score("macro_f1", value, True, f"macro_f1|percent|n:{len(refs)}|sklearn:{sklearn.__version__}")
@@ -59,6 +64,8 @@ def macro_f1(refs: Sequence[Any], hyps: Sequence[Any], labels: Sequence[Any] | N
 
 def confusion(refs: Sequence[Any], hyps: Sequence[Any], labels: Sequence[Any]) -> list[list[int]]:
     """Confusion matrix as nested lists: row = reference label, column = predicted label, in `labels` order."""
+    from sklearn.metrics import confusion_matrix
+
     _check_pair(refs, hyps)
     return confusion_matrix(list(refs), list(hyps), labels=list(labels)).tolist()
 
@@ -71,6 +78,8 @@ def _check_text_pair(hyps: Sequence[str], refs: Sequence[str]) -> None:
 
 def bleu(hyps: Sequence[str], refs: Sequence[str], *, tokenize: str = "13a", lowercase: bool = False) -> Score:
     """sacreBLEU corpus BLEU of detokenized hypotheses against one reference each (cased, 13a by default)."""
+    import sacrebleu
+
     _check_text_pair(hyps, refs)
     metric = sacrebleu.BLEU(tokenize=tokenize, lowercase=lowercase)
     result = metric.corpus_score(list(hyps), [list(refs)])
@@ -79,6 +88,8 @@ def bleu(hyps: Sequence[str], refs: Sequence[str], *, tokenize: str = "13a", low
 
 def chrf(hyps: Sequence[str], refs: Sequence[str]) -> Score:
     """sacreBLEU corpus chrF (character n-gram F-score) against one reference each."""
+    import sacrebleu
+
     _check_text_pair(hyps, refs)
     metric = sacrebleu.CHRF()
     result = metric.corpus_score(list(hyps), [list(refs)])

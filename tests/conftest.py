@@ -29,6 +29,23 @@ def mirror(monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _datasets_cache(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """datasets keeps an Arrow copy of every csv/json file it reads; keep the tests' copies out of ~/.cache."""
+    import datasets
+
+    folder = tmp_path_factory.mktemp("hf_datasets_cache")
+    old_env, old_cache = os.environ.get("HF_DATASETS_CACHE"), datasets.config.HF_DATASETS_CACHE
+    os.environ["HF_DATASETS_CACHE"] = str(folder)  # subprocess tests inherit it
+    datasets.config.HF_DATASETS_CACHE = folder
+    yield
+    datasets.config.HF_DATASETS_CACHE = old_cache
+    if old_env is None:
+        os.environ.pop("HF_DATASETS_CACHE", None)
+    else:
+        os.environ["HF_DATASETS_CACHE"] = old_env
+
+
 @pytest.fixture(autouse=True)
 def _seed_and_threads() -> None:
     random.seed(0)

@@ -58,3 +58,12 @@ def test_argparse_rejects_unknown_choices_and_flags(capsys):
     with pytest.raises(SystemExit):
         parse(["--nope"])
     assert "usage: toy" in capsys.readouterr().err
+
+
+def test_booleans_are_not_sizes_and_file_values_are_blamed_on_the_file():
+    with pytest.raises(SeqnlpError, match="--layers must be int, not False"):
+        config.resolve(Toy, None, {"layers": False})
+    with pytest.raises(SeqnlpError, match=r"run/config.json model: layers must be at least 1, not -4"):
+        config.resolve(Toy, None, {"layers": -4}, source="run/config.json model")
+    with pytest.raises(SeqnlpError, match=r"^--layers must be at least 1"):  # typed on the command line
+        config.resolve(Toy, parse(["--layers", "0"]), {"layers": 2}, source="run/config.json model")

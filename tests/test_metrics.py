@@ -59,3 +59,12 @@ def test_perplexity_is_not_a_mean_of_batch_means():
 def test_bad_inputs_are_clear_errors(call):
     with pytest.raises(SeqnlpError):
         call()
+
+
+def test_importing_metrics_does_not_import_sklearn_or_sacrebleu():
+    import subprocess
+    import sys
+
+    code = "import sys, seqnlp.metrics; print('sklearn' in sys.modules, 'sacrebleu' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
