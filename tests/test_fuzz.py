@@ -60,18 +60,6 @@ def _one_thread():  # type: ignore[no-untyped-def]
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _datasets_cache_in_a_temporary_folder(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    # datasets' csv/json readers keep an Arrow copy of every file they read, keyed by path and time, in
-    # ~/.cache/huggingface/datasets; the many temporary files read here would pile up there run after run.
-    import datasets
-
-    old = datasets.config.HF_DATASETS_CACHE
-    datasets.config.HF_DATASETS_CACHE = tmp_path_factory.mktemp("hf_datasets_cache")
-    yield
-    datasets.config.HF_DATASETS_CACHE = old
-
-
 _TOKS: dict[str, Tokenizer] = {}
 
 
@@ -276,7 +264,7 @@ def test_any_values_in_a_config_file_resolve_to_a_valid_config_or_one_clear_line
         value, typ = getattr(config, f.name), _field_type(cls, f)
         if value is None or typ not in (int, float, str, bool):
             continue
-        assert isinstance(value, typ), (f.name, value)  # (a bool passes as an int: finding R16, test_robustness)
+        assert type(value) is typ, (f.name, value)  # a bool is not an int, an int is not a bool (finding R16)
         if typ is float:
             assert math.isfinite(value), (f.name, value)
     check(config)

@@ -101,18 +101,6 @@ CATALOGUE: list[tuple[str, str]] = [
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _datasets_cache_in_a_temporary_folder(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    # datasets' csv/json readers keep an Arrow copy of every file they read, keyed by path and time, in
-    # ~/.cache/huggingface/datasets; the many temporary files read here would pile up there run after run.
-    import datasets
-
-    old = datasets.config.HF_DATASETS_CACHE
-    datasets.config.HF_DATASETS_CACHE = tmp_path_factory.mktemp("hf_datasets_cache")
-    yield
-    datasets.config.HF_DATASETS_CACHE = old
-
-
 def _defined_tests(path: Path) -> set[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
     return {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name.startswith("test_")}
@@ -683,9 +671,9 @@ def test_no_input_texts_is_said(task: str, stdin: str, runs: dict[str, Path], mo
 
 
 @pytest.mark.parametrize("code", [errno.EACCES, errno.EROFS, errno.ENOSPC])
-@pytest.mark.xfail(strict=True, reason="finding R13: io.atomic_write_bytes creates its temp file outside its try")
 def test_read_only_or_full_output_folder_through_the_cli(code: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    # Finding R13 (fixed in seqnlp.io): an OSError while *creating* the temporary file escaped raw.
     # Creating any file in the run folder fails, as in a read-only folder (we may run as root, for whom
     # chmod does not stop writes, so the failure is injected where files are created).
     import seqnlp.io
@@ -699,11 +687,10 @@ def test_read_only_or_full_output_folder_through_the_cli(code: int, tmp_path: Pa
     assert not run.exists() or [p.name for p in run.iterdir() if p.name != ".lock"] == []
 
 
-@pytest.mark.xfail(strict=True, reason="finding R16: seqnlp.config.resolve takes true/false for int fields")
 @pytest.mark.parametrize("value", [True, False])
 def test_booleans_in_a_config_file_are_not_sizes(value: bool) -> None:
-    # config.json {"layers": false}: bool is an int subclass, so it passed the type check, and `check` skips
-    # bools, so it also passed "at least 1"; {"hidden_size": true} silently became a width of 1.
+    # Finding R16 (fixed in seqnlp.config): config.json {"layers": false} passed as an int (bool is an int
+    # subclass) and skipped the range check; {"hidden_size": true} silently became a width of 1.
     from seqnlp.config import resolve
     from seqnlp.tasks.sentiment import ModelConfig
 
@@ -713,10 +700,10 @@ def test_booleans_in_a_config_file_are_not_sizes(value: bool) -> None:
         resolve(ModelConfig, None, {"hidden_size": value})
 
 
-@pytest.mark.xfail(strict=True, reason="finding R15: memory allocation failures end in a raw RuntimeError")
 def test_sizes_too_large_for_memory_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    # `--hidden-size 1000000` asks torch for 16 TB. The allocation failure is injected (with torch's own
+    # Finding R15 (fixed in seqnlp.errors.cli_main): `--hidden-size 1000000` asks torch for 16 TB and ended in
+    # the allocator's traceback. The allocation failure is injected (with torch's own
     # message) rather than provoked: with memory overcommit on, a real one could wake the OOM killer.
     import seqnlp.encoders
 
@@ -731,13 +718,10 @@ def test_sizes_too_large_for_memory_are_one_line(tmp_path: Path, monkeypatch: py
 
 
 XFAIL_R9 = pytest.mark.xfail(strict=True, reason="finding R9: translation calls it \"a 'unknown' run\" (wording)")
-XFAIL_R14 = pytest.mark.xfail(strict=True, reason="finding R14: seqnlp.io.read_json lets IsADirectoryError through")
 
 
 def _damage_marks(task: str, how: str) -> tuple:
-    if (task, how) == ("translation", "config.json not an object"):
-        return (XFAIL_R9,)
-    return (XFAIL_R14,) if how == "config.json is a folder" else ()
+    return (XFAIL_R9,) if (task, how) == ("translation", "config.json not an object") else ()
 
 
 @pytest.mark.parametrize(("task", "how"), [pytest.param(task, how, marks=_damage_marks(task, how))
@@ -864,8 +848,7 @@ def test_ctrl_c_during_training_in_a_real_process(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TESTS.parent),
-           "HF_DATASETS_CACHE": str(tmp_path / "hf_datasets_cache")}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TESTS.parent)}
     cmd = [sys.executable, "-m", "seqnlp.tasks.sentiment"]
     run = tmp_path / "run"
     args = train_args("sentiment", "--output", str(run), "--checkpoint-every", "2", steps=100_000)
