@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,20 +44,20 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write `data` to `path` so that a crash at any moment leaves either the old file or the new one.
+def _write_atomically(path: Path, write: Callable[[str], None]) -> None:
+    """Run `write(tmp)` on a temporary file beside `path`, fsync it, rename it over `path`, fsync the folder.
 
-    Writes a temporary file in the same folder, fsyncs it, renames it over `path`, fsyncs the folder.
+    A crash at any moment leaves either the old file or the new one; any OSError (read-only folder, disk
+    full) becomes a one-line SeqnlpError and leaves no temporary file behind.
     """
-    path = Path(path)
     tmp: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.fchmod(fd, _FILE_MODE)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
+        os.close(fd)
+        write(tmp)
+        os.chmod(tmp, _FILE_MODE)
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as err:
@@ -69,6 +70,11 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             raise SeqnlpError(f"could not write {path}: {err.strerror or err}; check free space and permissions") from err
         raise
     _fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write `data` to `path` so that a crash at any moment leaves either the old file or the new one."""
+    _write_atomically(Path(path), lambda tmp: Path(tmp).write_bytes(data))
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
@@ -101,28 +107,8 @@ def read_json(path: str | Path, max_bytes: int = MAX_JSON_BYTES) -> Any:
 
 def save_weights(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     """Atomically save a flat dict of tensors as safetensors (tensors are made contiguous and detached)."""
-    path = Path(path)
     flat = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    tmp: str | None = None
-    try:
-        # save_file writes in place; write beside the target and rename so a crash never leaves a torn file.
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        save_file(flat, tmp, metadata=metadata)
-        os.chmod(tmp, _FILE_MODE)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-        if isinstance(err, OSError):
-            raise SeqnlpError(f"could not write {path}: {err.strerror or err}; check free space and permissions") from err
-        raise
-    _fsync_dir(path.parent)
+    _write_atomically(Path(path), lambda tmp: save_file(flat, tmp, metadata=metadata))
 
 
 def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
