@@ -210,5 +210,5 @@ def test_translate_refuses_empty_input_and_wrong_runs(trained_run: Path, tmp_pat
     with pytest.raises(SeqnlpError, match="does not exist"):
         tr.load(tmp_path / "nothing")
     (tmp_path / "config.json").write_text(json.dumps({"task": "sentiment"}))
-    with pytest.raises(SeqnlpError, match="not a translation run"):
+    with pytest.raises(SeqnlpError, match="holds a sentiment model, not a translation model"):
         tr.load(tmp_path)

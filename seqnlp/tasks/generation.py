@@ -68,7 +68,7 @@ from seqnlp.metrics import Score, bits_per_char, nats_per_char, perplexity
 from seqnlp.results import build_result, write_result
 from seqnlp.summary import count_parameters, summary
 from seqnlp.tokenization import Tokenizer
-from seqnlp.trainer import Output, TrainConfig, Trainer, load_model_weights
+from seqnlp.trainer import Output, TrainConfig, Trainer, check_run_dir, load_model_weights
 
 TASK = "generation"
 SUBCOMMANDS = ("train", "generate", "evaluate")
@@ -656,9 +656,7 @@ def train(argv: list[str]) -> int:
     train_cfg = resolve(TrainConfig, args, saved.get("train") or TRAIN_DEFAULTS)
     run_dir = Path(args.resume or args.output or
                    f"runs/{TASK}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}")
-    if not args.resume and run_dir.exists() and any(run_dir.iterdir()) and not train_cfg.overwrite:
-        raise SeqnlpError(f"{run_dir} exists and is not empty; pass --overwrite to replace it "
-                          "or --resume to continue it")
+    check_run_dir(run_dir, resume=bool(args.resume), overwrite=train_cfg.overwrite)  # before any data is read
     wall0 = time.perf_counter()
     torch.manual_seed(train_cfg.seed)
 

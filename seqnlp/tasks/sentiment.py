@@ -55,7 +55,7 @@ from seqnlp.metrics import Score, accuracy, confusion, macro_f1
 from seqnlp.results import build_result, write_result
 from seqnlp.summary import count_parameters, summary
 from seqnlp.tokenization import LEVELS, Tokenizer
-from seqnlp.trainer import Output, TrainConfig, Trainer, load_model_weights
+from seqnlp.trainer import Output, TrainConfig, Trainer, check_run_dir, load_model_weights
 
 TASK = "sentiment"
 SUBCOMMANDS = ("train", "evaluate", "predict")
@@ -550,9 +550,7 @@ def train(argv: list[str]) -> int:
     train_cfg = resolve(TrainConfig, args, saved.get("train") or {**TRAIN_DEFAULTS, **preset.get("train", {})})
     run_dir = Path(args.resume or args.output or
                    f"runs/{TASK}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}")
-    if not args.resume and run_dir.exists() and any(run_dir.iterdir()) and not train_cfg.overwrite:
-        raise SeqnlpError(f"{run_dir} exists and is not empty; pass --overwrite to replace it "
-                          "or --resume to continue it")
+    check_run_dir(run_dir, resume=bool(args.resume), overwrite=train_cfg.overwrite)  # before any data is read
     wall0 = time.perf_counter()
     torch.manual_seed(train_cfg.seed)
 
@@ -717,6 +715,8 @@ def predict_cmd(argv: list[str]) -> int:
     args = p.parse_args(argv)
     predictor = load(args.model)
     texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]  # blank lines skipped
+    if not texts:
+        raise SeqnlpError("nothing to classify: give texts as arguments or on stdin")
     for row in predictor.predict(texts):
         print(json.dumps(row, ensure_ascii=False))
     return 0

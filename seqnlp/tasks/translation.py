@@ -499,9 +499,11 @@ def _read_run_config(run_dir: Path) -> dict[str, Any]:
     if not run_dir.is_dir():
         raise SeqnlpError(f"run folder {run_dir} does not exist")
     config = read_json(run_dir / "config.json")
-    if not isinstance(config, dict) or config.get("task") != TASK:
-        raise SeqnlpError(f"{run_dir} is a {config.get('task') if isinstance(config, dict) else 'unknown'!r} run, "
-                          f"not a {TASK} run")
+    if not isinstance(config, dict) or "task" not in config:
+        raise SeqnlpError(f"{run_dir / 'config.json'} has no 'task' entry; is {run_dir} a seqnlp run folder?")
+    if config["task"] != TASK:
+        raise SeqnlpError(f"{run_dir} holds a {config['task']} model, not a {TASK} model; "
+                          f"use python -m seqnlp.tasks.{config['task']}")
     return config
 
 
@@ -648,16 +650,25 @@ def _train(args: argparse.Namespace) -> int:
     from seqnlp import __version__
     from seqnlp.device import resolve_device
     from seqnlp.summary import summary
-    from seqnlp.trainer import Trainer, TrainConfig, load_model_weights, seed_everything
+    from seqnlp.trainer import Trainer, TrainConfig, check_run_dir, load_model_weights, seed_everything
 
     run_dir = Path(args.output) if args.output else Path("runs") / (
         f"{TASK}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}")
+    # Refuse a bad --output before any data is read or any summary printed.
+    check_run_dir(run_dir, resume=bool(args.resume), overwrite=bool(vars(args).get("overwrite", False)))
     if args.resume:
         if not args.output:
             raise SeqnlpError("--resume needs --output RUN_DIR (the run to continue)")
         saved = _read_run_config(run_dir)
-        model_cfg = resolve(ModelConfig, None, saved.get("model", {}))
-        data_cfg = resolve(DataConfig, None, saved.get("data", {}))
+        # Flags typed now are applied on top of the saved settings; the trainer refuses to resume when
+        # that changes config.json, naming what differs, instead of silently ignoring the flags.
+        model_cfg = resolve(ModelConfig, args, saved.get("model", {}))
+        data_cfg = resolve(DataConfig, args, saved.get("data", {}))
+        changed = [f"{part}.{key}" for part, cfg in (("model", model_cfg), ("data", data_cfg))
+                   for key, value in to_dict(cfg).items() if saved.get(part, {}).get(key, value) != value]
+        if changed:
+            raise SeqnlpError(f"cannot resume {run_dir}: config.json differs in {', '.join(changed)}; "
+                              "resume with the settings the run was started with")
         decode_cfg = resolve(DecodeConfig, args, saved.get("decode", {}))
         train_cfg = resolve(TrainConfig, args, saved.get("train", {}))
         where = saved.get("source", {})
