@@ -206,6 +206,18 @@ def validate_result(result: Any, where: str = "result") -> None:
         raise SeqnlpError(f"{where}: date {result['date']!r} is not an ISO 8601 date") from None
 
 
+def check_results_path(path: str | Path | None) -> None:
+    """Refuse a --results target that could not be written, before any training is spent on it."""
+    if not path:
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise SeqnlpError(f"--results {path} is a folder; give a file name such as {path / 'result.json'}")
+    parent = next((p for p in [path.parent, *path.parent.parents] if p.exists()), Path("."))
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise SeqnlpError(f"--results {path} cannot be written ({parent} is not a writable folder); choose another path")
+
+
 def write_result(path: str | Path, result: dict[str, Any]) -> Path:
     """Validate and atomically write one result as JSON; returns the path."""
     path = Path(path)

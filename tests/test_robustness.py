@@ -643,7 +643,6 @@ def test_a_run_failing_before_its_first_checkpoint_leaves_nothing(task: str, tmp
 
 
 @pytest.mark.parametrize("task", TASKS)
-@pytest.mark.xfail(strict=True, reason="finding R8: --results is checked only after training and scoring")
 def test_results_path_that_cannot_be_written_is_refused_before_training(task: str, tmp_path: Path,
                                                                          capsys: pytest.CaptureFixture[str]) -> None:
     folder = tmp_path / "results.json"

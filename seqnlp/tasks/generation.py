@@ -65,7 +65,7 @@ from seqnlp.encoders import _FUSED, CELLS, RNNEncoder, State, detach_state
 from seqnlp.errors import SeqnlpError, cli_main
 from seqnlp.io import atomic_write_json, read_json
 from seqnlp.metrics import Score, bits_per_char, nats_per_char, perplexity
-from seqnlp.results import build_result, write_result
+from seqnlp.results import build_result, check_results_path, write_result
 from seqnlp.summary import count_parameters, summary
 from seqnlp.tokenization import Tokenizer
 from seqnlp.trainer import Output, TrainConfig, Trainer, check_run_dir, load_model_weights
@@ -657,6 +657,7 @@ def train(argv: list[str]) -> int:
     run_dir = Path(args.resume or args.output or
                    f"runs/{TASK}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}")
     check_run_dir(run_dir, resume=bool(args.resume), overwrite=train_cfg.overwrite)  # before any data is read
+    check_results_path(args.results)
     wall0 = time.perf_counter()
     torch.manual_seed(train_cfg.seed)
 

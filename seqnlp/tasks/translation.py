@@ -650,12 +650,14 @@ def _train(args: argparse.Namespace) -> int:
     from seqnlp import __version__
     from seqnlp.device import resolve_device
     from seqnlp.summary import summary
+    from seqnlp.results import check_results_path
     from seqnlp.trainer import Trainer, TrainConfig, check_run_dir, load_model_weights, seed_everything
 
     run_dir = Path(args.output) if args.output else Path("runs") / (
         f"{TASK}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}")
     # Refuse a bad --output before any data is read or any summary printed.
     check_run_dir(run_dir, resume=bool(args.resume), overwrite=bool(vars(args).get("overwrite", False)))
+    check_results_path(args.results)
     if args.resume:
         if not args.output:
             raise SeqnlpError("--resume needs --output RUN_DIR (the run to continue)")
