@@ -120,9 +120,8 @@ def greedy(decoder: Decoder, state: State, start: torch.Tensor, max_len: int | t
     if not out:
         return [[] for _ in range(start.size(0))]
     ids = torch.stack(out, dim=1)  # (N, L)
-    ids = ids.masked_fill(torch.arange(ids.size(1), device=ids.device)[None, :] >= limits[:, None],
-                          eos_id if eos_id is not None else 0)
-    return _strip(ids, eos_id) if eos_id is not None else [r[:n] for r, n in zip(ids.tolist(), limits.tolist())]
+    rows = [r[:n] for r, n in zip(ids.tolist(), limits.tolist())]  # each row cut at its own limit
+    return [r[: r.index(eos_id)] if eos_id is not None and eos_id in r else r for r in rows]
 
 
 def beam_search(decoder: Decoder, state: State, start: torch.Tensor, beam_size: int,
