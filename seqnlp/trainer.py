@@ -432,7 +432,12 @@ class Trainer:
         return torch.optim.SGD(groups, lr=c.lr, momentum=c.momentum)
 
     def _lr(self, step: int, total: int, plateau_scale: float) -> float:
-        """Learning rate for optimizer step number `step` (0-based) of `total`."""
+        """Learning rate for optimizer step number `step` (0-based) of `total`.
+
+        With a time budget, linear and cosine schedules also end when the budget does: their progress is
+        the larger of the step fraction and the fraction of the budget spent, so a run cut short by
+        --time-budget still anneals to the floor instead of stopping at a high rate.
+        """
         c = self.config
         warmup = c.warmup if c.warmup >= 1 else c.warmup * total
         if warmup > 0 and step < warmup:
@@ -440,6 +445,9 @@ class Trainer:
         if c.schedule in ("constant", "plateau") or total <= warmup:
             return c.lr * (plateau_scale if c.schedule == "plateau" else 1.0)
         progress = min(1.0, (step - warmup) / max(1.0, total - warmup))
+        state = getattr(self, "_s", None)
+        if c.time_budget > 0 and state is not None:
+            progress = max(progress, min(1.0, float(state["elapsed"]) / (c.time_budget * 60.0)))
         if c.schedule == "linear":
             return c.lr * (1.0 - progress)
         return c.lr * 0.5 * (1.0 + math.cos(math.pi * progress))

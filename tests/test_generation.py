@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from seqnlp.errors import SeqnlpError
 from seqnlp.tasks import generation as gen
 from seqnlp.tokenization import Tokenizer
-from seqnlp.trainer import TrainConfig
 
 FIXTURE = Path(__file__).parent / "fixtures" / "generation" / "sonnets.txt"
 TINY = ["--layers", "1", "--hidden-size", "24", "--embedding-size", "8", "--dropout", "0", "--batch-size", "4",
@@ -103,17 +102,6 @@ def test_stream_puts_bos_before_every_row_and_carving_keeps_every_character() ->
     head, tail = gen.carve_characters(["abcdef", "ghij"], 0.3)
     assert head == ["abcdef", "g"] and tail == ["hij"]
     assert "".join(head + tail) == "abcdefghij"
-
-
-def test_schedule_ends_at_the_time_budget() -> None:
-    trainer = gen.BudgetTrainer.__new__(gen.BudgetTrainer)
-    trainer.config = TrainConfig(lr=1.0, schedule="cosine", warmup=0, time_budget=10.0)
-    trainer._s = {"elapsed": 300.0}  # half of 10 minutes, early in the planned steps
-    assert trainer._lr(10, 10_000, 1.0) == pytest.approx(0.5)
-    trainer._s = {"elapsed": 600.0}
-    assert trainer._lr(11, 10_000, 1.0) == pytest.approx(0.0, abs=1e-12)
-    trainer.config = TrainConfig(lr=1.0, schedule="linear", warmup=0, time_budget=0.0)
-    assert trainer._lr(5, 10, 1.0) == pytest.approx(0.5)  # no budget: the trainer's own schedule
 
 
 # ---------------------------------------------------------------------- end to end on a fixture text

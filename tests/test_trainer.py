@@ -325,6 +325,26 @@ def test_learning_rate_schedules() -> None:
     assert lrs(schedule="plateau") == [0.5] * 5
 
 
+def test_schedule_ends_at_the_time_budget() -> None:
+    def trainer(**kw: object) -> Trainer:
+        config = TrainConfig(**{"lr": 1.0, "warmup": 0, **kw})  # type: ignore[arg-type]
+        return Trainer(torch.nn.Linear(1, 1), config, "unused", train_batches=lambda e: [], evaluate=dict,
+                       metric="m", higher_is_better=True)
+
+    t = trainer(schedule="cosine", time_budget=10.0)
+    t._s = {"elapsed": 300.0}  # half of 10 minutes, early in the planned steps
+    assert t._lr(10, 10_000, 1.0) == pytest.approx(0.5)
+    assert t._lr(9_000, 10_000, 1.0) < 0.1  # the step fraction still counts when it is ahead
+    t._s = {"elapsed": 600.0}
+    assert t._lr(11, 10_000, 1.0) == pytest.approx(0.0, abs=1e-12)
+    t = trainer(schedule="linear", time_budget=0.0)
+    t._s = {"elapsed": 600.0}
+    assert t._lr(5, 10, 1.0) == pytest.approx(0.5)  # no budget: steps alone
+    t = trainer(schedule="constant", time_budget=10.0)
+    t._s = {"elapsed": 590.0}
+    assert t._lr(5, 10, 1.0) == 1.0  # constant stays constant
+
+
 def test_plain_progress_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _fit(tmp_path / "run", settings={"epochs": 1, "progress": "plain", "log_every": 4})
     err = capsys.readouterr().err

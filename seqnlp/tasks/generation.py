@@ -113,7 +113,7 @@ class DataConfig:
 
 # Training settings this task starts from (flags still win). Tuned on the project's 2-core CPU for
 # tiny_shakespeare (issue 6): the run stops at the time budget, and the schedule decays the learning
-# rate to zero exactly there (see BudgetTrainer).
+# rate to zero exactly there (seqnlp.trainer ends linear/cosine schedules with the budget).
 TRAIN_DEFAULTS: dict[str, Any] = {"epochs": 100, "time_budget": 25.0, "lr": 3e-3, "weight_decay": 0.0,
                                   "schedule": "cosine", "warmup": 50, "eval_every": 300}
 
@@ -558,31 +558,6 @@ def load_corpus(data: DataConfig, roles: Sequence[str] = ("train", "validation",
     return Corpus(name, 1, {r: splits[r] for r in roles}, names)
 
 
-# ====================================================================== training with a time-aware schedule
-
-class BudgetTrainer(Trainer):
-    """The shared Trainer, with linear/cosine schedules that end at the time budget when one is set.
-
-    seqnlp.trainer plans its schedule over `epochs * steps per epoch`; a run stopped by --time-budget would
-    end with the learning rate still high. Here the schedule's progress is the larger of the step fraction
-    and the fraction of the time budget spent, so the rate reaches its floor as the budget runs out.
-    """
-
-    def _lr(self, step: int, total: int, plateau_scale: float) -> float:
-        c = self.config
-        state = getattr(self, "_s", None)
-        if c.time_budget <= 0 or c.schedule not in ("linear", "cosine") or state is None:
-            return super()._lr(step, total, plateau_scale)
-        warmup = c.warmup if c.warmup >= 1 else c.warmup * total
-        if warmup > 0 and step < warmup:
-            return c.lr * (step + 1) / warmup
-        progress = min(1.0, max((step - warmup) / max(1.0, total - warmup),
-                                float(state["elapsed"]) / (c.time_budget * 60.0)))
-        if c.schedule == "linear":
-            return c.lr * (1.0 - progress)
-        return c.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
 # ====================================================================== run folder
 
 def run_config(model: ModelConfig, data: DataConfig, train: TrainConfig) -> dict[str, Any]:
@@ -699,7 +674,7 @@ def train(argv: list[str]) -> int:
         return {s.name: s.value for s in lm_scores(total, count)}
 
     config = run_config(model_cfg, data_cfg, train_cfg)
-    trainer = BudgetTrainer(
+    trainer = Trainer(
         model, train_cfg, run_dir,
         train_batches=lambda epoch: epoch_windows(stream, data_cfg.batch_size, data_cfg.seq_length, epoch,
                                                   train_cfg.seed),
