@@ -468,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--runs-dir", default="runs", help="where trained run folders go")
     p_show = sub.add_parser("show", help="print the ranked tables")
     p_show.add_argument("benchmarks", nargs="*", metavar="BENCHMARK", help="only these benchmarks")
-    p_show.add_argument("--results-dir", default="results")
+    p_show.add_argument("--results-dir", default=None, help="folder of results JSON files (default: results)")
     p_show.add_argument("--format", choices=["markdown"], default="markdown")
     p_show.add_argument("--no-references", action="store_true", help="leave out published numbers")
     p_show.add_argument("--output", metavar="FILE", help="write the tables here instead of stdout")
@@ -485,7 +485,14 @@ def main(argv: list[str] | None = None) -> int:
         for b in args.benchmarks:
             if b in NOT_BENCHMARKS:
                 raise SeqnlpError(f"{b} is not a benchmark")
-        text = render_markdown(args.results_dir, references=not args.no_references, benchmarks=args.benchmarks)
+        results_dir = Path(args.results_dir or "results")
+        if not results_dir.is_dir():
+            if args.results_dir is not None:  # a typo'd folder must not pass for an empty leaderboard
+                raise SeqnlpError(f"--results-dir {results_dir} is not a folder; give the folder that "
+                                  "`python -m seqnlp.leaderboard run` wrote results to")
+            print(f"note: no {results_dir}/ folder here yet, so there are no runs to rank; "
+                  "`python -m seqnlp.leaderboard run` makes some", file=sys.stderr)
+        text = render_markdown(results_dir, references=not args.no_references, benchmarks=args.benchmarks)
         if args.update:
             update_between_markers(args.update, text)
         if args.output:

@@ -188,6 +188,11 @@ def test_run_baselines_and_show_end_to_end(tmp_path: Path, fixture_tasks: Path,
     assert target.read_text() in text
     readme.write_text("no markers")
     assert main(["show", "--results-dir", str(results), "--update", str(readme)]) == 2
+    # finding R19: a mistyped --results-dir is an error, not an empty leaderboard
+    capsys.readouterr()
+    assert main(["show", "--results-dir", str(tmp_path / "resluts")]) == 2
+    err = capsys.readouterr().err
+    assert "resluts is not a folder" in err and len(err.strip().splitlines()) == 1
 
 
 def _fake_task(calls: list[list[str]]) -> types.SimpleNamespace:

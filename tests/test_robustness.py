@@ -98,6 +98,8 @@ CATALOGUE: list[tuple[str, str]] = [
     ("cli: --results path that cannot be written (a folder)", "test_robustness.py::test_results_path_that_cannot_be_written_is_refused_before_training"),
     ("cli: predict/translate with no texts (empty stdin, blank lines)", "test_robustness.py::test_no_input_texts_is_said"),
     ("process: Ctrl-C during training of a real process (exit 130, checkpoint, how to resume)", "test_robustness.py::test_ctrl_c_during_training_in_a_real_process"),
+    ("cli: leaderboard show with a --results-dir that does not exist", "test_leaderboard.py::test_run_baselines_and_show_end_to_end"),
+    ("translation: a source far longer than the training length", "test_translation.py::test_translate_refuses_empty_input_and_wrong_runs"),
 ]
 
 

@@ -207,6 +207,10 @@ def test_translate_refuses_empty_input_and_wrong_runs(trained_run: Path, tmp_pat
     translator = tr.load(trained_run)
     with pytest.raises(SeqnlpError, match="empty source"):
         translator.translate(["a b", ""])
+    # finding R17: a source far past the training length is refused, naming the fix
+    cap = tr.MAX_SOURCE_FACTOR * translator.data_config.max_length
+    with pytest.raises(SeqnlpError, match=f"text 1 has {cap + 1} tokens, over {cap}.*split it into sentences"):
+        translator.translate(["a b", " ".join(["a"] * (cap + 1))])
     with pytest.raises(SeqnlpError, match="does not exist"):
         tr.load(tmp_path / "nothing")
     (tmp_path / "config.json").write_text(json.dumps({"task": "sentiment"}))

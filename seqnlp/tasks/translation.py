@@ -51,6 +51,7 @@ SUBCOMMANDS = ("train", "translate", "evaluate", "attention")
 JOINT_TOKENIZER = "tokenizer.json"
 SOURCE_TOKENIZER = "source_tokenizer.json"
 TARGET_TOKENIZER = "target_tokenizer.json"
+MAX_SOURCE_FACTOR = 4  # translate/evaluate refuse sources longer than this many times the training max_length
 
 
 # ====================================================================== configuration
@@ -449,7 +450,15 @@ class Translator:
     def _corpus(self, texts: Sequence[str], targets: Sequence[str] | None = None, where: str = "input") -> Corpus:
         if isinstance(texts, str):
             texts = [texts]
-        return encode_corpus(texts, targets, self.source_tokenizer, self.target_tokenizer, None, where)
+        corpus = encode_corpus(texts, targets, self.source_tokenizer, self.target_tokenizer, None, where)
+        # Far past the training length attention has never been trained and decoding time and memory grow
+        # with the length: refuse, and say how to get a translation, rather than run for minutes.
+        cap = MAX_SOURCE_FACTOR * self.data_config.max_length
+        for i, ids in enumerate(corpus.source_ids):
+            if len(ids) > cap:
+                raise SeqnlpError(f"{where}: text {i} has {len(ids)} tokens, over {cap} ({MAX_SOURCE_FACTOR} x the "
+                                  f"training length {self.data_config.max_length}); split it into sentences")
+        return corpus
 
     def translate(self, texts: Sequence[str] | str, beam: int | None = None, batch_size: int | None = None) -> list[str]:
         """Translate source sentences (beam 1 = greedy; default: the run's beam size)."""
