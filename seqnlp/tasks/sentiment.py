@@ -91,6 +91,10 @@ class ModelConfig:
     truncation: str = opt("head+tail", "which tokens of a long text are kept: the first max_length, the last, "
                           "or the first quarter plus the last three quarters", choices=("head", "tail", "head+tail"))
     batch_size: int = opt(64, "training batch size (texts)", min=1)
+    # Unlabelled in-domain text gives words the labelled split never shows a vector (seqnlp.embeddings).
+    pretrain: str = opt("", "before training, learn word vectors (word2vec) from the train split's text of this "
+                        "benchmark or dataset (e.g. imdb) and start the embedding from them; '' = none")
+    pretrain_epochs: int = opt(5, "word2vec passes over the --pretrain text", min=1)
 
 
 @dataclass
@@ -406,6 +410,42 @@ def make_split(texts: Sequence[Any], raw_labels: Sequence[Any], feature: Any, wh
     return Split(where, texts, encode_texts(tokenizer, texts, config), labels)
 
 
+# ====================================================================== pretrained word vectors
+
+def pretraining_texts(name: str) -> list[str]:
+    """The train split's texts of a benchmark (its text column) or of a dataset (its 'text' column)."""
+    from seqnlp.benchmark import list_benchmarks
+    from seqnlp.data import load_split
+
+    if name in list_benchmarks() or name.endswith(".toml"):
+        bench = load_benchmark(name)
+        if bench.task != TASK:
+            raise SeqnlpError(f"--pretrain {name}: a {bench.task} benchmark; name a text classification one "
+                              "(e.g. imdb) or a dataset with a 'text' column")
+        ds, column, where = bench.load_split("train"), bench.columns["text"], f"{bench.name} train split"
+    else:
+        ds, column, where = load_split(name, "train"), "text", f"{name} train split"
+    check_columns(ds, [column], source=name)
+    return check_texts(list(ds[column]), f"--pretrain {where}")
+
+
+def pretrain_embedding(model: SentimentClassifier, tokenizer: Tokenizer, texts: Sequence[str], config: ModelConfig,
+                       seed: int) -> float:
+    """Start `model`'s embedding from word2vec vectors learnt on `texts`; returns the seconds it took."""
+    from seqnlp.embeddings import pretrain_vectors
+
+    begin = time.perf_counter()
+    ids = tokenizer.encode_batch([clean(t) for t in texts])
+    vectors, found = pretrain_vectors(ids, tokenizer.vocab_size, config.embedding_size,
+                                      epochs=config.pretrain_epochs, seed=seed, skip_ids=(tokenizer.pad_id,))
+    with torch.no_grad():
+        model.embedding.weight[found] = vectors[found].to(model.embedding.weight.dtype)  # (n, E)
+    seconds = time.perf_counter() - begin
+    print(f"pretrained word vectors ({config.pretrain}, {sum(map(len, ids)):,} tokens, {config.pretrain_epochs} "
+          f"passes): {int(found.sum()):,} of {tokenizer.vocab_size:,} rows in {seconds:.0f}s", flush=True)
+    return seconds
+
+
 # ====================================================================== run folder
 
 def run_config(model: ModelConfig, data: DataConfig, train: TrainConfig, names: Sequence[str]) -> dict[str, Any]:
@@ -564,10 +604,12 @@ def train(argv: list[str]) -> int:
     label_ids(train_rows[1], train_rows[2], names, train_rows[3])  # bad labels fail before the slow part
 
     t0 = time.perf_counter()
+    # Pretraining text joins the vocabulary (its words need rows); a resumed run has its weights already.
+    unlabelled = pretraining_texts(model_cfg.pretrain) if model_cfg.pretrain and not args.resume else []
     if args.resume and (run_dir / TOKENIZER_FILE).exists():
         tokenizer = Tokenizer.load(run_dir / TOKENIZER_FILE)
     else:
-        tokenizer = Tokenizer.train((clean(t) for t in train_rows[0]), level=model_cfg.tokenizer,
+        tokenizer = Tokenizer.train((clean(t) for t in [*train_rows[0], *unlabelled]), level=model_cfg.tokenizer,
                                     vocab_size=model_cfg.vocab_size or None, min_frequency=model_cfg.min_frequency,
                                     lowercase=model_cfg.lowercase)
     train_split = make_split(*train_rows, names=names, tokenizer=tokenizer, config=model_cfg).labelled()
@@ -583,6 +625,12 @@ def train(argv: list[str]) -> int:
           f"prepared in {time.perf_counter() - t0:.1f}s", flush=True)
 
     model = SentimentClassifier(model_cfg, tokenizer.vocab_size, len(names), tokenizer.pad_id)
+    pretrain_seconds, fit_cfg = 0.0, train_cfg
+    if unlabelled:
+        pretrain_seconds = pretrain_embedding(model, tokenizer, [*train_rows[0], *unlabelled], model_cfg,
+                                              train_cfg.seed)
+        if train_cfg.time_budget > 0:  # --time-budget covers pretraining and training together
+            fit_cfg = replace(train_cfg, time_budget=max(train_cfg.time_budget - pretrain_seconds / 60, 0.05))
     sampler = BucketBatchSampler(lengths, model_cfg.batch_size, shuffle=True, seed=train_cfg.seed)
     example = Batches(train_split, [list(range(min(2, len(train_split.ids))))], tokenizer.pad_id)[0]
     print(summary(model, example), flush=True)
@@ -595,7 +643,7 @@ def train(argv: list[str]) -> int:
         return {**{s.name: s.value for s in scores}, "loss": extra["loss"]}
 
     config = run_config(model_cfg, data_cfg, train_cfg, names)
-    trainer = Trainer(model, train_cfg, run_dir,
+    trainer = Trainer(model, fit_cfg, run_dir,
                       train_batches=lambda epoch: Batches(train_split, sampler.batches(epoch), tokenizer.pad_id),
                       evaluate=evaluate, metric="accuracy", higher_is_better=True,
                       artifacts={CONFIG_FILE: json.dumps(config, indent=2) + "\n", TOKENIZER_FILE: tokenizer.to_str()})
@@ -609,16 +657,18 @@ def train(argv: list[str]) -> int:
                   "validation": result.best_metrics, "best_step": result.best_step, **extra}
     atomic_write_json(run_dir / f"evaluation_{bench.test_split}.json", evaluation)
     params = count_parameters(model)[0]
-    print(f"training: {result.steps} steps, {result.epochs:g} epochs in {result.train_seconds / 60:.1f} min "
+    train_seconds = result.train_seconds + pretrain_seconds
+    print(f"training: {result.steps} steps, {result.epochs:g} epochs in {train_seconds / 60:.1f} min "
           f"({result.stopped}), {result.tokens_per_second:,.0f} tokens/s; best validation accuracy "
           f"{result.best_metric:.2f} at step {result.best_step}; wall time {(time.perf_counter() - wall0) / 60:.1f} min")
     if args.results:
         out = build_result(benchmark=bench.name, version=bench.version, task=TASK, split=bench.test_split,
                            scores=scores, model=_model_description(model_cfg), params=params,
-                           train_seconds=result.train_seconds, tokens_per_second=result.tokens_per_second,
+                           train_seconds=train_seconds, tokens_per_second=result.tokens_per_second,
                            seed=train_cfg.seed, config=config,
                            extra={"validation": result.best_metrics, "best_step": result.best_step,
                                   "steps": result.steps, "epochs": result.epochs, "stopped": result.stopped,
+                                  "pretrain_seconds": round(pretrain_seconds, 1),
                                   "confusion": extra["confusion"], "labels": list(names),
                                   "wall_seconds": round(time.perf_counter() - wall0, 1)})
         print(f"results: {write_result(args.results, out)}")
