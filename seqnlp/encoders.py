@@ -210,8 +210,11 @@ class RNNEncoder(nn.Module):
         """One direction of one layer through the fused kernel; returns (outputs (B,T,H), last state)."""
         w_ih = getattr(self, f"weight_ih{suffix}")  # (G*H, E)
         if hold is not None:
-            x = torch.cat([x, hold.to(x.dtype)], dim=2)  # (B, T, E+1)
-            w_ih = torch.cat([w_ih, self._hold], dim=1)  # (4H, E+1)
+            # oneDNN's bf16 kernels take the input width in pairs: an odd width (E+1) runs about 2x slower
+            # (measured: 16.2 vs 8.1 ms per LSTM step at E=129 vs 130), so a zero column keeps it even.
+            pairs = (x.shape[2] + 1) % 2
+            x = torch.cat([x, F.pad(hold, (0, pairs)).to(x.dtype)], dim=2)  # (B, T, E+1 or E+2)
+            w_ih = torch.cat([w_ih, F.pad(self._hold, (0, pairs))], dim=1)  # (4H, E+1 or E+2)
         weights = [
             w_ih,
             getattr(self, f"weight_hh{suffix}"),
@@ -262,13 +265,15 @@ class RNNEncoder(nn.Module):
         with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=bf16):
             for layer in range(self.num_layers):
                 outs = []
+                # Cast once for both directions (the reversal then moves half the bytes) instead of per call.
+                inputs = layer_input.to(torch.bfloat16) if bf16 else layer_input  # (B, T', In)
                 for direction, suffix in enumerate(self._suffixes(layer)):
                     hx = self._initial(state, layer * self.num_directions + direction)
                     if direction == 0:
-                        out, last_state = self._run(layer_input, hold, hx, suffix)  # (B, T', H)
+                        out, last_state = self._run(inputs, hold, hx, suffix)  # (B, T', H)
                         h_last = out[rows, last]  # (B, H)
                     else:
-                        flipped = reverse_within_lengths(layer_input, lengths)  # (B, T', In)
+                        flipped = reverse_within_lengths(inputs, lengths)  # (B, T', In)
                         out, last_state = self._run(flipped, hold, hx, suffix)  # (B, T', H)
                         out = reverse_within_lengths(out, lengths)  # (B, T', H)
                         h_last = out[:, 0]  # (B, H)
@@ -283,7 +288,7 @@ class RNNEncoder(nn.Module):
                 if layer < self.num_layers - 1 and self.dropout > 0.0:
                     out = F.dropout(out, self.dropout, self.training)  # (B, T', D)
                 layer_input = out
-        outputs = F.pad(layer_input, (0, 0, 0, time - steps))  # (B, T, D)
+        outputs = F.pad(layer_input, (0, 0, 0, time - steps)) if time > steps else layer_input  # (B, T, D)
         h_n = torch.stack(finals_h)  # (layers*dirs, B, H)
         if self.cell == "lstm":
             return outputs, (h_n, torch.stack(finals_c))
@@ -307,6 +312,31 @@ class RNNEncoder(nn.Module):
         if isinstance(state, tuple):
             return tuple(s[index : index + 1].float().contiguous() for s in state)  # type: ignore[return-value]
         return state[index : index + 1].float().contiguous()  # (1, B, H)
+
+
+class LockedDropout(nn.Module):
+    """Dropout of (B, T, E) inputs with one mask per sequence and feature, the same at every step.
+
+    The variational dropout of Gal & Ghahramani (2016), AWD-LSTM's "locked" dropout: a feature dropped from
+    a sequence is dropped at all of its steps, the regulariser recurrent inputs want. It also draws B*E
+    random numbers instead of B*T*E: on a 2-core CPU `F.dropout` of a (256, 10, 128) batch took 4.7 ms
+    (forward and backward), this 0.5 ms.
+    """
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise SeqnlpError(f"dropout must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        mask = x.new_empty(x.shape[0], 1, x.shape[2]).bernoulli_(1.0 - self.p)  # (B, 1, E)
+        return x * (mask / (1.0 - self.p))  # (B, T, E)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
 
 
 POOL_MODES = ("last", "mean", "max", "attention")

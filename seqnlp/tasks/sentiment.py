@@ -48,7 +48,7 @@ from seqnlp.benchmark import Benchmark, load_benchmark
 from seqnlp.config import add_flags, opt, resolve, to_dict
 from seqnlp.data import Batch, BucketBatchSampler, available_splits, check_columns, mirror_name, pad
 from seqnlp.device import autocast, resolve_device, use_bf16
-from seqnlp.encoders import CELLS, POOL_MODES, Pooler, RNNEncoder
+from seqnlp.encoders import CELLS, POOL_MODES, LockedDropout, Pooler, RNNEncoder
 from seqnlp.errors import SeqnlpError, cli_main
 from seqnlp.io import atomic_write_bytes, atomic_write_json, read_json
 from seqnlp.metrics import Score, accuracy, confusion, macro_f1
@@ -78,8 +78,10 @@ class ModelConfig:
     bidirectional: bool = opt(True, "read the text in both directions")
     pooling: str = opt("max", "how the per-token outputs become one vector", choices=POOL_MODES)
     dropout: float = opt(0.4, "dropout on the pooled vector (and between layers)", min=0, max=0.95)
-    # Dropping embedded features regularises the largest parameter block, the embedding table.
-    embedding_dropout: float = opt(0.3, "dropout on embedded tokens", min=0, max=0.95)
+    # Dropping embedded features regularises the largest parameter block, the embedding table; one mask per
+    # text, shared by its tokens (variational dropout, seqnlp.encoders.LockedDropout).
+    embedding_dropout: float = opt(0.3, "dropout on embedded features, the same features dropped at every token",
+                                   min=0, max=0.95)
     tokenizer: str = opt("word", "tokenizer level", choices=LEVELS)
     vocab_size: int = opt(30000, "most tokens kept, specials included (0 = all seen at least min_frequency times)",
                           min=0)
@@ -141,7 +143,7 @@ class SentimentClassifier(nn.Module):
             raise SeqnlpError(f"a classifier needs at least 2 classes, got {num_classes}")
         self.config = config
         self.embedding = nn.Embedding(vocab_size, config.embedding_size, padding_idx=pad_id)
-        self.embedding_dropout = nn.Dropout(config.embedding_dropout)
+        self.embedding_dropout = LockedDropout(config.embedding_dropout)
         between = config.dropout if config.layers > 1 else 0.0
         self.encoder = RNNEncoder(config.cell, config.embedding_size, config.hidden_size,
                                   num_layers=config.layers, bidirectional=config.bidirectional, dropout=between)
