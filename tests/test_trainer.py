@@ -332,11 +332,19 @@ def test_schedule_ends_at_the_time_budget() -> None:
                        metric="m", higher_is_better=True)
 
     t = trainer(schedule="cosine", time_budget=10.0)
-    t._s = {"elapsed": 300.0}  # half of 10 minutes, early in the planned steps
-    assert t._lr(10, 10_000, 1.0) == pytest.approx(0.5)
+    t._s = {"elapsed": 300.0}  # half of 10 minutes, 5% into the planned steps: on course to take 100 minutes
+    assert t._lr(10, 10_000, 1.0) == pytest.approx(1.0, abs=1e-5)  # too early to judge the pace: steps
+    assert t._lr(500, 10_000, 1.0) == pytest.approx(0.5)  # judged: cut by the budget, so the clock leads
+    assert t._s["budget_bound"] is True
     assert t._lr(9_000, 10_000, 1.0) < 0.1  # the step fraction still counts when it is ahead
-    t._s = {"elapsed": 600.0}
-    assert t._lr(11, 10_000, 1.0) == pytest.approx(0.0, abs=1e-12)
+    t._s["elapsed"] = 600.0
+    assert t._lr(501, 10_000, 1.0) == pytest.approx(0.0, abs=1e-12)
+    # a run on course to finish inside its budget keeps the step schedule (reproducible), whatever the clock
+    t._s = {"elapsed": 20.0, "budget_bound": None}
+    steps_only = trainer(schedule="cosine", time_budget=0.0)
+    assert t._lr(500, 10_000, 1.0) == steps_only._lr(500, 10_000, 1.0) and t._s["budget_bound"] is False
+    t._s["elapsed"] = 590.0
+    assert t._lr(600, 10_000, 1.0) == steps_only._lr(600, 10_000, 1.0)
     t = trainer(schedule="linear", time_budget=0.0)
     t._s = {"elapsed": 600.0}
     assert t._lr(5, 10, 1.0) == pytest.approx(0.5)  # no budget: steps alone
