@@ -216,6 +216,9 @@ def check_results_path(path: str | Path | None) -> None:
     parent = next((p for p in [path.parent, *path.parent.parents] if p.exists()), Path("."))
     if not parent.is_dir() or not os.access(parent, os.W_OK):
         raise SeqnlpError(f"--results {path} cannot be written ({parent} is not a writable folder); choose another path")
+    # Pin the commit now (git_commit is cached): a result must name the code that started the run, not
+    # whatever the checkout holds when a long run ends.
+    git_commit()
 
 
 def write_result(path: str | Path, result: dict[str, Any]) -> Path:
