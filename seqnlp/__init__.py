@@ -39,4 +39,11 @@ def load(run_dir: str | Path) -> Any:
     config = read_json(run / "config.json")
     if not isinstance(config, dict) or "task" not in config:
         raise SeqnlpError(f"{run / 'config.json'} has no 'task' entry; is this a seqnlp run folder?")
-    return _task_module(config["task"]).load(run)
+    try:
+        return _task_module(config["task"]).load(run)
+    except (MemoryError, RuntimeError) as err:
+        # A config.json whose sizes do not fit in memory (damaged, or not ours) fails inside torch's allocator.
+        if not isinstance(err, MemoryError) and "out of memory" not in str(err) and "allocate memory" not in str(err):
+            raise
+        raise SeqnlpError(f"{run / 'config.json'} describes a model too large for this machine's memory; "
+                          "is the file damaged?") from None

@@ -94,6 +94,7 @@ CATALOGUE: list[tuple[str, str]] = [
     ("data: a text too short for the generation batch", "test_generation.py::test_bad_run_folders_and_too_short_texts_are_clear_errors"),
     ("generation: prime with characters never seen in training", "test_generation.py::test_unknown_prime_characters_are_named_and_nothing_is_printed"),
     ("size: model sizes too large for memory (one line, not an allocator traceback)", "test_robustness.py::test_sizes_too_large_for_memory_are_one_line"),
+    ("size: seqnlp.load of a run whose config.json is too large for memory", "test_robustness.py::test_loading_a_run_too_large_for_memory_is_a_seqnlp_error"),
     ("process: a run failing before its first checkpoint leaves no folder behind", "test_robustness.py::test_a_run_failing_before_its_first_checkpoint_leaves_nothing"),
     ("cli: --results path that cannot be written (a folder)", "test_robustness.py::test_results_path_that_cannot_be_written_is_refused_before_training"),
     ("cli: predict/translate with no texts (empty stdin, blank lines)", "test_robustness.py::test_no_input_texts_is_said"),
@@ -713,6 +714,21 @@ def test_sizes_too_large_for_memory_are_one_line(tmp_path: Path, monkeypatch: py
     run = tmp_path / "run"
     refused("sentiment", train_args("sentiment", "--hidden-size", "1000000", "--output", str(run)), capsys, "memory")
     assert not run.exists()
+
+
+
+def test_loading_a_run_too_large_for_memory_is_a_seqnlp_error(runs: dict[str, Path],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # Finding R15b: seqnlp.load on a config.json claiming a huge width raised torch's RuntimeError in library use.
+    import seqnlp.encoders
+
+    def no_memory(self: object) -> None:
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 16000000000000 bytes")
+
+    monkeypatch.setattr(seqnlp.encoders.RNNEncoder, "reset_parameters", no_memory)
+    for task in TASKS:
+        with pytest.raises(SeqnlpError, match="too large for this machine's memory"):
+            seqnlp.load(runs[task])
 
 
 
