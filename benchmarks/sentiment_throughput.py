@@ -101,12 +101,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--benchmark", default="sst2", help="benchmark whose train split and preset are used")
     p.add_argument("--seconds", type=float, default=30.0, help="timed training per side")
     p.add_argument("--reference-batch-size", type=int, default=64)
+    for flag in ("embedding-size", "hidden-size", "batch-size"):
+        p.add_argument(f"--{flag}", type=int, default=None, help="override the preset's (both sides' sizes)")
     args = p.parse_args(argv)
     os.environ.setdefault("SEQNLP_DATA_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
 
     data = resolve(sentiment.DataConfig, {"benchmark": args.benchmark})
     preset = sentiment.PRESETS.get(args.benchmark, {})
-    config = resolve(sentiment.ModelConfig, None, preset.get("model"))
+    sizes = {k: v for k, v in (("embedding_size", args.embedding_size), ("hidden_size", args.hidden_size),
+                               ("batch_size", args.batch_size)) if v is not None}
+    config = resolve(sentiment.ModelConfig, None, {**preset.get("model", {}), **sizes})
     train = resolve(TrainConfig, None, {**sentiment.TRAIN_DEFAULTS, **preset.get("train", {})})
     bench, cols = sentiment.data_source(data)
     rows = sentiment.load_rows(bench, "train", cols)
