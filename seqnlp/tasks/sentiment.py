@@ -122,9 +122,10 @@ TRAIN_DEFAULTS: dict[str, Any] = {"epochs": 10, "lr": 3e-3, "weight_decay": 0.05
 # Per-benchmark starting points, tuned on the project's 2-core CPU to reach the targets of issue 5 within
 # their time budgets (IMDB: 20 minutes of training, SST-2: 10). A plain dict: explicit flags override them.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    # Measured (results/imdb/bilstm-word-headtail.json): test accuracy 90.44 after 17.4 min of training.
+    # Measured (results/imdb/bilstm-word-headtail.json): test accuracy 90.27 after 9.6 min of training.
     "imdb": {"model": {}, "train": {"epochs": 6, "eval_every": 176, "time_budget": 19.0}},
-    # Measured (results/sst2/bilstm-word-128.json): validation accuracy 85.32 after 7.7 min of training.
+    # Measured (results/sst2/bilstm-word-128.json): validation accuracy 85.89 after 2.0 min of training
+    # (issue 5's 86.0 is not met; other seeds gave 84.2 to 86.0). Batch 256 trains faster but scored lower.
     "sst2": {"model": {"max_length": 128, "batch_size": 128}, "train": {"epochs": 9, "time_budget": 9.5}},
 }
 
