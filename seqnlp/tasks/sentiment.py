@@ -671,7 +671,7 @@ def train(argv: list[str]) -> int:
                            seed=train_cfg.seed, config=config,
                            extra={"validation": result.best_metrics, "best_step": result.best_step,
                                   "steps": result.steps, "epochs": result.epochs, "stopped": result.stopped,
-                                  "pretrain_seconds": round(pretrain_seconds, 1),
+                                  "pretrain_seconds": round(pretrain_seconds, 3),
                                   "confusion": extra["confusion"], "labels": list(names),
                                   "wall_seconds": round(time.perf_counter() - wall0, 1)})
         print(f"results: {write_result(args.results, out)}")
