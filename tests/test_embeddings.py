@@ -46,8 +46,15 @@ def test_nothing_to_learn_from_is_a_clear_error() -> None:
         pretrain_vectors([[0, 0], []], 10, 8)
 
 
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models run faster on one thread, and the same on every run
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_sentiment_pretrain_flag_starts_the_embedding_and_counts_its_time(tmp_path: Path) -> None:
-    torch.set_num_threads(1)
     run = tmp_path / "run"
     flags = ["--dataset", str(FIXTURE), "--tokenizer", "word", "--embedding-size", "16", "--hidden-size", "16",
              "--batch-size", "8", "--max-length", "24", "--lr", "0.01", "--device", "cpu", "--progress", "off",

@@ -187,7 +187,10 @@ class Seq2Seq(nn.Module):
     def _init(self) -> None:
         # Embeddings that double as the output layer want a small scale: N(0, E^-1/2) as in tied-LM practice.
         std = self.config.embedding_size ** -0.5
-        for emb in {self.source_embed, self.target_embed}:
+        # A list, not a set: a set of modules iterates in id order, which changes between processes and with
+        # it which table draws its initial values first (same seed, different models).
+        tables = [self.source_embed] + ([self.target_embed] if self.target_embed is not self.source_embed else [])
+        for emb in tables:
             nn.init.normal_(emb.weight, 0.0, std)
             with torch.no_grad():
                 emb.weight[PAD].zero_()
