@@ -3,7 +3,8 @@
     flock /tmp/seqnlp-cpu.lock python benchmarks/sentiment_throughput.py [--seconds 30]
 
 seqnlp: its real training path, `seqnlp.tasks.sentiment` + `seqnlp.trainer.Trainer` with the benchmark's
-preset (length-bucketed batches, RNNEncoder without packing, bf16 autocast where the CPU has it).
+preset (length-bucketed batches, RNNEncoder without packing, bf16 autocast where the CPU has it), for one
+network: a preset that trains an ensemble of K runs K of these per step.
 Reference: the PyTorch tutorial recipe (bentrevett/pytorch-sentiment-analysis, "2 - Recurrent Neural
 Networks"): random batches of 64, `pack_padded_sequence` into `nn.LSTM` (bidirectional), last hidden states,
 fp32, Adam. Both read the same token ids from the same word vocabulary and use the same embedding and

@@ -229,3 +229,23 @@ def test_presets_are_the_measured_runs(benchmark: str, result: str) -> None:
     cosmetic = {"progress", "overwrite", "log_every", "curves"}  # output only; they do not change the numbers
     assert {k: v for k, v in train.items() if k not in cosmetic} == \
         {k: v for k, v in measured["train"].items() if k not in cosmetic}
+
+
+def test_ensemble_trains_side_by_side_and_predicts_the_mean_probability(tmp_path: Path) -> None:
+    run = tmp_path / "ens"
+    assert sentiment.main(["--dataset", str(FIXTURE), *TINY, "--epochs", "12", "--seed", "0", "--ensemble", "2",
+                           "--output", str(run), "--results", str(tmp_path / "r.json")]) == 0
+    assert json.loads((run / "evaluation_test.json").read_text())["accuracy"] >= 87.5  # 14 of the 16 at least
+    result = read_result(tmp_path / "r.json")
+    assert result["model"].endswith("ensemble of 2") and result["config"]["model"]["ensemble"] == 2
+    predictor = seqnlp.load(run)
+    model = predictor.model
+    assert isinstance(model, sentiment.Ensemble) and len(model.members) == 2
+    a, b = model.members
+    assert not torch.equal(a.embedding.weight, b.embedding.weight)  # members start apart
+    batch = sentiment.Batches(sentiment.Split("x", ["a"], [[5, 6, 7], [8, 9]], np.array([0, 1])), [[0, 1]], 0)[0]
+    with torch.no_grad():
+        mean = (a(batch).logits.softmax(-1) + b(batch).logits.softmax(-1)) / 2
+        assert torch.allclose(model(batch).logits.exp(), mean, atol=1e-6)
+    probs = predictor.predict(["the film felt superb"])[0]["probabilities"]
+    assert abs(sum(probs.values()) - 1.0) < 1e-4
