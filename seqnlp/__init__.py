@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from seqnlp.errors import SeqnlpError
+from seqnlp.errors import SeqnlpError, is_out_of_memory
 
 __version__ = "0.1.0"
 __all__ = ["SeqnlpError", "__version__", "load"]
@@ -43,7 +43,7 @@ def load(run_dir: str | Path) -> Any:
         return _task_module(config["task"]).load(run)
     except (MemoryError, RuntimeError) as err:
         # A config.json whose sizes do not fit in memory (damaged, or not ours) fails inside torch's allocator.
-        if not isinstance(err, MemoryError) and "out of memory" not in str(err) and "allocate memory" not in str(err):
+        if not is_out_of_memory(err):
             raise
         raise SeqnlpError(f"{run / 'config.json'} describes a model too large for this machine's memory; "
                           "is the file damaged?") from None

@@ -18,6 +18,13 @@ class SeqnlpError(Exception):
     """
 
 
+def is_out_of_memory(err: BaseException) -> bool:
+    """Whether `err` is a failed allocation: MemoryError, or torch's RuntimeError for one (CPU or CUDA)."""
+    text = str(err)
+    return isinstance(err, MemoryError) or (isinstance(err, RuntimeError) and (
+        "out of memory" in text or "can't allocate memory" in text))
+
+
 def cli_main(func: F) -> F:
     """Wrap a `main(argv) -> int` so that SeqnlpError and Ctrl-C end with one line, not a traceback."""
 
@@ -33,8 +40,7 @@ def cli_main(func: F) -> F:
             return 130
         except (MemoryError, RuntimeError) as err:
             # torch reports failed allocations as RuntimeError (CPU) or OutOfMemoryError (CUDA, a subclass).
-            text = str(err)
-            if not isinstance(err, MemoryError) and "out of memory" not in text and "can't allocate memory" not in text:
+            if not is_out_of_memory(err):
                 raise
             print("error: out of memory: the model or batch does not fit; use a smaller --hidden-size, "
                   "--embedding-size, --vocab-size or --batch-size", file=sys.stderr)
