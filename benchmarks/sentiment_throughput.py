@@ -10,6 +10,10 @@ Networks"): random batches of 64, `pack_padded_sequence` into `nn.LSTM` (bidirec
 fp32, Adam. Both read the same token ids from the same word vocabulary and use the same embedding and
 hidden sizes, so a token is the same unit on both sides. Each side times only training steps (batch
 building, forward, backward, optimizer step), after warm-up, and counts real (non-pad) tokens.
+
+The two sides take turns, --rounds times each (--seconds in all per side): this machine is a shared VM
+whose speed drifts by up to 1.5x over a minute, and alternating spreads the drift over both sides instead
+of handing it to whichever ran second. Each seqnlp round trains a fresh epoch order.
 """
 
 from __future__ import annotations
@@ -52,55 +56,78 @@ class TutorialLSTM(nn.Module):
         return self.fc(hidden)  # (B, C)
 
 
-def reference_tokens_per_second(split: sentiment.Split, config: sentiment.ModelConfig, vocab_size: int,
-                                classes: int, seconds: float, batch_size: int, warmup: int = 5) -> float:
-    """Train the tutorial model on random batches for `seconds` (after `warmup` steps); real tokens/s."""
-    torch.manual_seed(0)
-    model = TutorialLSTM(vocab_size, config.embedding_size, config.hidden_size, classes, config.dropout)
-    optimizer = torch.optim.Adam(model.parameters())
-    order = np.random.default_rng(0).permutation(len(split.ids))  # (N,)
-    tokens, spent, step = 0, 0.0, 0
-    while spent < seconds:
-        start = (step * batch_size) % len(order)
-        rows = order[start:start + batch_size].tolist()
-        t0 = time.perf_counter()
-        ids, lengths = pad([split.ids[r] for r in rows], 0)  # (B, T), (B,)
-        labels = torch.from_numpy(split.labels[rows])  # (B,)
-        loss = F.cross_entropy(model(ids, lengths), labels)
-        optimizer.zero_grad()
+class Reference:
+    """The tutorial model and its Adam, trained on random batches of `batch_size` in timed slices."""
+
+    def __init__(self, split: sentiment.Split, config: sentiment.ModelConfig, vocab_size: int, classes: int,
+                 batch_size: int, warmup: int = 5) -> None:
+        torch.manual_seed(0)
+        self.split, self.batch_size = split, batch_size
+        self.model = TutorialLSTM(vocab_size, config.embedding_size, config.hidden_size, classes, config.dropout)
+        self.optimizer = torch.optim.Adam(self.model.parameters())
+        self.order = np.random.default_rng(0).permutation(len(split.ids))  # (N,)
+        self.step = 0
+        for _ in range(warmup):
+            self._train_step()
+
+    def _train_step(self) -> int:
+        start = (self.step * self.batch_size) % len(self.order)
+        rows = self.order[start:start + self.batch_size].tolist()
+        ids, lengths = pad([self.split.ids[r] for r in rows], 0)  # (B, T), (B,)
+        labels = torch.from_numpy(self.split.labels[rows])  # (B,)
+        loss = F.cross_entropy(self.model(ids, lengths), labels)
+        self.optimizer.zero_grad()
         loss.backward()
-        optimizer.step()
-        if step >= warmup:
+        self.optimizer.step()
+        self.step += 1
+        return int(lengths.sum())
+
+    def tokens_per_second(self, seconds: float) -> float:
+        """Train for `seconds` of timed steps; real tokens per second over them."""
+        tokens, spent = 0, 0.0
+        while spent < seconds:
+            t0 = time.perf_counter()
+            tokens += self._train_step()
             spent += time.perf_counter() - t0
-            tokens += int(lengths.sum())
-        step += 1
-    return tokens / spent
+        return tokens / spent
 
 
-def seqnlp_tokens_per_second(split: sentiment.Split, config: sentiment.ModelConfig, train: TrainConfig,
-                             tokenizer: Tokenizer, classes: int, seconds: float, warmup: int = 5) -> float:
-    """Train with seqnlp's Trainer on bucketed batches for `seconds`; the trainer's own tokens/s."""
-    from seqnlp.data import BucketBatchSampler
+class Seqnlp:
+    """seqnlp's classifier trained by seqnlp's Trainer on bucketed batches, one Trainer run per timed slice."""
 
-    torch.manual_seed(0)
-    model = sentiment.SentimentClassifier(config, tokenizer.vocab_size, classes, tokenizer.pad_id)
-    sampler = BucketBatchSampler(split.lengths, config.batch_size, shuffle=True, seed=0)
-    with tempfile.TemporaryDirectory() as tmp:
-        # Warm-up (kernel set-up for the first shapes) in a throwaway run, as the reference warms up too.
-        for name, limit in (("warmup", {"max_steps": warmup}), ("timed", {"time_budget": seconds / 60.0})):
-            cfg = resolve(TrainConfig, {**vars(train), "epochs": 100, "progress": "off", "curves": False,
-                                        "eval_every": 0, **limit})
-            trainer = Trainer(model, cfg, Path(tmp) / name,
-                              train_batches=lambda e: sentiment.Batches(split, sampler.batches(e), tokenizer.pad_id),
+    def __init__(self, split: sentiment.Split, config: sentiment.ModelConfig, train: TrainConfig,
+                 tokenizer: Tokenizer, classes: int, warmup: int = 5) -> None:
+        from seqnlp.data import BucketBatchSampler
+
+        torch.manual_seed(0)
+        self.split, self.train, self.pad_id = split, train, tokenizer.pad_id
+        self.model = sentiment.SentimentClassifier(config, tokenizer.vocab_size, classes, tokenizer.pad_id)
+        self.sampler = BucketBatchSampler(split.lengths, config.batch_size, shuffle=True, seed=0)
+        self.round = 0
+        self._fit({"max_steps": warmup})  # kernel set-up for the first shapes, as the reference warms up too
+
+    def _fit(self, limit: dict[str, float]) -> float:
+        self.round += 1
+        epoch = self.round  # each slice trains its own epoch order, not the first batches of epoch 0 again
+        cfg = resolve(TrainConfig, {**vars(self.train), "epochs": 100, "progress": "off", "curves": False,
+                                    "eval_every": 0, **limit})
+        with tempfile.TemporaryDirectory() as tmp:
+            trainer = Trainer(self.model, cfg, Path(tmp) / "run",
+                              train_batches=lambda e: sentiment.Batches(self.split, self.sampler.batches(epoch + e),
+                                                                        self.pad_id),
                               evaluate=lambda m: {"accuracy": 0.0}, metric="accuracy", higher_is_better=True)
-            result = trainer.fit()
-    return result.tokens_per_second
+            return trainer.fit().tokens_per_second
+
+    def tokens_per_second(self, seconds: float) -> float:
+        """Train for `seconds` (the Trainer's time budget); the trainer's own tokens/s."""
+        return self._fit({"time_budget": seconds / 60.0})
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--benchmark", default="sst2", help="benchmark whose train split and preset are used")
-    p.add_argument("--seconds", type=float, default=30.0, help="timed training per side")
+    p.add_argument("--seconds", type=float, default=30.0, help="timed training per side, in all")
+    p.add_argument("--rounds", type=int, default=5, help="turns each side takes (the sides alternate)")
     p.add_argument("--reference-batch-size", type=int, default=64)
     for flag in ("embedding-size", "hidden-size", "batch-size"):
         p.add_argument(f"--{flag}", type=int, default=None, help="override the preset's (both sides' sizes)")
@@ -124,11 +151,18 @@ def main(argv: list[str] | None = None) -> int:
           f"({config.tokenizer} vocabulary {tokenizer.vocab_size}); embedding {config.embedding_size}, "
           f"hidden {config.hidden_size}, bi-LSTM; torch {torch.__version__}, {torch.get_num_threads()} threads",
           flush=True)
-    ours = seqnlp_tokens_per_second(split, config, train, tokenizer, len(names), args.seconds)
+    ours_side = Seqnlp(split, config, train, tokenizer, len(names))
+    ref_side = Reference(split, config, tokenizer.vocab_size, len(names), args.reference_batch_size)
+    slice_seconds = args.seconds / args.rounds
+    ours_rates, ref_rates = [], []
+    for r in range(args.rounds):
+        ours_rates.append(ours_side.tokens_per_second(slice_seconds))
+        ref_rates.append(ref_side.tokens_per_second(slice_seconds))
+        print(f"  round {r + 1}/{args.rounds}: seqnlp {ours_rates[-1]:9,.0f}  reference {ref_rates[-1]:8,.0f}  "
+              f"ratio {ours_rates[-1] / ref_rates[-1]:.1f}x", flush=True)
+    ours, ref = sum(ours_rates) / args.rounds, sum(ref_rates) / args.rounds
     print(f"seqnlp    (bucketed, batch {config.batch_size}, unpacked exact bi-LSTM, precision {train.precision}): "
           f"{ours:10,.0f} tokens/s", flush=True)
-    ref = reference_tokens_per_second(split, config, tokenizer.vocab_size, len(names), args.seconds,
-                                      args.reference_batch_size)
     print(f"reference (random, batch {args.reference_batch_size}, pack_padded_sequence nn.LSTM, fp32):       "
           f"{ref:10,.0f} tokens/s", flush=True)
     print(f"ratio: {ours / ref:.1f}x")

@@ -8,7 +8,8 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import seqnlp.device
-from seqnlp.encoders import Pooler, RNNEncoder, detach_state, reverse_within_lengths
+from seqnlp.encoders import (Dropout, LockedDropout, Pooler, RNNEncoder, detach_state, keep_mask,
+                             reverse_within_lengths)
 from seqnlp.errors import SeqnlpError
 
 CELLS = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
@@ -157,6 +158,62 @@ def test_state_dict_interchanges_with_torch_modules() -> None:
     module = nn.LSTM(E, H, num_layers=2, bidirectional=True, batch_first=True)
     module.load_state_dict(encoder.state_dict())  # same names and shapes both ways
     assert list(encoder.state_dict()) == list(module.state_dict())
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_both_directions_in_one_call_match_the_per_row_reversal(precision: str) -> None:
+    # A bidirectional LSTM from no state runs the kernel's own reverse pass over the padded batch; an explicit
+    # zero state takes the per-row reversal instead. Outputs, states and gradients must agree.
+    torch.manual_seed(0)
+    encoder = RNNEncoder("lstm", E, H, num_layers=2, bidirectional=True, precision=precision)
+    x = batch(time=8).requires_grad_()
+    zeros = torch.zeros(4, len(LENGTHS), H)
+    weights = torch.randn(len(LENGTHS), 8, 2 * H)  # (B, T, D)
+    results = []
+    for state in (None, (zeros, zeros)):
+        encoder.zero_grad()
+        x.grad = None
+        out, final = encoder(x, LENGTHS, state)
+        ((out * weights).sum() + sum(s.pow(2).sum() for s in final)).backward()
+        results.append((out.detach(), [s.detach() for s in final], x.grad.clone(),
+                        {n: p.grad.clone() for n, p in encoder.named_parameters()}))
+    (out_a, final_a, gx_a, grads_a), (out_b, final_b, gx_b, grads_b) = results
+    tol = 1e-5 if precision == "fp32" else 2e-2
+    assert (out_a - out_b).abs().max() <= tol
+    assert max_diff(tuple(final_a), tuple(final_b)) <= tol
+    assert (gx_a - gx_b).abs().max() <= 10 * tol
+    for name in grads_a:
+        assert (grads_a[name] - grads_b[name]).abs().max() <= 10 * tol, name
+
+
+def test_bf16_outputs_only_for_a_bf16_caller() -> None:
+    encoder = RNNEncoder("lstm", E, H, bidirectional=True, precision="bf16", fp32_outputs=False)
+    x = batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low, (h, c) = encoder(x, LENGTHS)
+    assert low.dtype == torch.bfloat16 and h.dtype == c.dtype == torch.float32
+    padded = torch.arange(x.shape[1]) >= LENGTHS.unsqueeze(1)  # (B, T)
+    assert low[padded].abs().max() == 0
+    plain, _ = encoder(x, LENGTHS)  # no autocast around the call: fp32, or the caller's fp32 layers break
+    assert plain.dtype == torch.float32 and (plain - low.float()).abs().max() < 0.05
+
+
+def test_dropout_masks_keep_the_expected_share_and_scale() -> None:
+    torch.manual_seed(0)
+    mask = keep_mask((200, 300), 0.4, torch.ones(1))
+    assert torch.allclose(mask.unique(), torch.tensor([0.0, 1 / 0.6]))
+    assert abs((mask > 0).float().mean().item() - 0.6) < 0.01
+    x = torch.randn(8, 5, 16)
+    drop, locked = Dropout(0.5), LockedDropout(0.5)
+    out = locked(x)
+    kept = out != 0  # (B, T, E): the same features of a row are dropped at every step
+    assert torch.equal(kept, kept[:, :1].expand_as(kept))
+    assert torch.allclose(out[kept], 2 * x[kept])
+    dropped = drop(x)
+    assert torch.allclose(dropped[dropped != 0], 2 * x[dropped != 0]) and (dropped == 0).any()
+    drop.eval()
+    locked.eval()
+    assert torch.equal(drop(x), x) and torch.equal(locked(x), x)
 
 
 def test_dropout_only_in_training() -> None:

@@ -48,7 +48,7 @@ from seqnlp.benchmark import Benchmark, load_benchmark
 from seqnlp.config import add_flags, opt, resolve, to_dict
 from seqnlp.data import Batch, BucketBatchSampler, available_splits, check_columns, mirror_name, pad
 from seqnlp.device import autocast, resolve_device, use_bf16
-from seqnlp.encoders import CELLS, POOL_MODES, LockedDropout, Pooler, RNNEncoder
+from seqnlp.encoders import CELLS, POOL_MODES, Dropout, LockedDropout, Pooler, RNNEncoder
 from seqnlp.errors import SeqnlpError, cli_main
 from seqnlp.io import atomic_write_bytes, atomic_write_json, read_json
 from seqnlp.metrics import Score, accuracy, confusion, macro_f1
@@ -150,10 +150,12 @@ class SentimentClassifier(nn.Module):
         self.embedding = nn.Embedding(vocab_size, config.embedding_size, padding_idx=pad_id)
         self.embedding_dropout = LockedDropout(config.embedding_dropout)
         between = config.dropout if config.layers > 1 else 0.0
+        # Outputs stay bf16 under autocast: the pooler and the (autocast) head take them as they are.
         self.encoder = RNNEncoder(config.cell, config.embedding_size, config.hidden_size,
-                                  num_layers=config.layers, bidirectional=config.bidirectional, dropout=between)
+                                  num_layers=config.layers, bidirectional=config.bidirectional, dropout=between,
+                                  fp32_outputs=False)
         self.pooler = Pooler(config.pooling, self.encoder.output_dim, bidirectional=config.bidirectional)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.head = nn.Linear(self.pooler.output_dim, num_classes)
 
     def forward(self, batch: Batch) -> Output:
