@@ -271,7 +271,8 @@ class RNNEncoder(nn.Module):
         rows = torch.arange(batch, device=x.device)  # (B,)
         last = lengths - 1  # (B,)
         # The hold column is only needed where some row is shorter than T' and c must survive its padding.
-        needs_hold = self.cell == "lstm" and bool((lengths < steps).any())
+        padded = bool((lengths < steps).any())  # some row is shorter than T'
+        needs_hold = self.cell == "lstm" and padded
         hold = (~real).unsqueeze(2).float() if needs_hold else None  # (B, T', 1)
         # A bidirectional LSTM from a zero state runs both directions in one kernel call (no reversals).
         both_at_once = self.cell == "lstm" and self.bidirectional and state is None
@@ -310,7 +311,9 @@ class RNNEncoder(nn.Module):
                         if self.cell == "lstm":
                             finals_c.append(last_state[1][0].float())  # (B, H)
                     out = torch.cat(outs, dim=2) if len(outs) > 1 else outs[0]  # (B, T', D)
-                out = out.to(out_dtype) * real.unsqueeze(2)  # (B, T', D)
+                out = out.to(out_dtype)  # (B, T', D)
+                if padded:  # zero the padding (the kernel leaves values there)
+                    out = out * real.unsqueeze(2)  # (B, T', D)
                 if self.residual and layer > 0:
                     out = out + layer_input  # (B, T', D)
                 if layer < self.num_layers - 1 and self.dropout > 0.0:
@@ -426,7 +429,11 @@ class Pooler(nn.Module):
             summed = (outputs * real.unsqueeze(2)).sum(1)  # (B, D)
             return summed / lengths.unsqueeze(1).to(outputs.dtype)  # (B, D)
         if self.mode == "max":
-            return outputs.masked_fill(~real.unsqueeze(2), float("-inf")).amax(1)  # (B, D)
+            # Adding a (B, T, 1) 0/-inf mask costs one pass and nothing backward (masked_fill: a copy and a
+            # fill each way), and max's backward scatters into the argmax where amax's compares every entry.
+            penalty = torch.zeros(real.shape, dtype=outputs.dtype, device=outputs.device)  # (B, T)
+            penalty = penalty.masked_fill_(~real, float("-inf")).unsqueeze(2)  # (B, T, 1)
+            return (outputs + penalty).max(1).values  # (B, D)
         scores = self.score(torch.tanh(self.project(outputs))).squeeze(2)  # (B, T)
         weights = scores.masked_fill(~real, float("-inf")).softmax(1)  # (B, T)
         return torch.einsum("bt,btd->bd", weights, outputs * real.unsqueeze(2))  # (B, D)
