@@ -52,7 +52,8 @@ NOT_BENCHMARKS = ("references",)
 
 _TOP_KEYS = ("name", "version", "task", "description", "dataset", "columns", "metric")
 _DATASET_REQUIRED = ("hub_id", "mirror", "train_split", "validation_split", "test_split")
-_DATASET_OPTIONAL = {"validation_fraction": 0.1, "validation_seed": 0}
+_DATASET_OPTIONAL = {"validation_fraction": 0.1, "validation_seed": 0, "validation_unit": "row"}
+VALIDATION_UNITS = ("row", "sentence")
 _METRIC_KEYS = ("primary", "higher_is_better", "all")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 
@@ -62,7 +63,9 @@ class Benchmark:
     """One benchmark, as read from tasks/<name>.toml.
 
     validation_split is None when the validation set is carved from train with
-    `seqnlp.data.carve_validation(train, validation_fraction, validation_seed)`.
+    `seqnlp.data.carve_validation(train, validation_fraction, validation_seed)`, or, with
+    validation_unit "sentence" (a train split of sentences plus their phrases, like SST's), with
+    `seqnlp.data.carve_sentences`: whole sentences, and none of their own phrases left in train.
     test_split is the scored split (the one the leaderboard ranks on).
     """
 
@@ -82,6 +85,7 @@ class Benchmark:
     higher_is_better: bool  # direction of the primary metric
     metrics: list[str]  # every metric reported (primary included)
     path: Path | None = field(default=None, compare=False)  # the TOML file it came from
+    validation_unit: str = "row"  # what a carved validation set is made of: random rows, or sentences
 
     def direction(self, metric: str | None = None) -> bool:
         """True when larger values of `metric` (default: the primary metric) are better."""
@@ -118,7 +122,11 @@ class Benchmark:
             return data.load_split(src, self.validation_split, **kwargs)
         train = data.load_split(src, self.train_split, **kwargs)
         if self.validation_split is None:
-            train, validation = data.carve_validation(train, self.validation_fraction, self.validation_seed)
+            if self.validation_unit == "sentence":
+                train, validation = data.carve_sentences(train, self.columns["text"], self.validation_fraction,
+                                                         self.validation_seed)
+            else:
+                train, validation = data.carve_validation(train, self.validation_fraction, self.validation_seed)
             return validation if role == "validation" else train
         return train
 
@@ -233,7 +241,13 @@ def parse_benchmark(raw: dict[str, Any], path: Path | None = None) -> Benchmark:
                   "dataset.validation_seed", path)
     if seed < 0:
         raise _fail(path, "dataset.validation_seed", f"must be >= 0, not {seed}")
+    unit = _typed(ds.get("validation_unit", _DATASET_OPTIONAL["validation_unit"]), str,
+                  "dataset.validation_unit", path)
+    if unit not in VALIDATION_UNITS:
+        raise _fail(path, "dataset.validation_unit", f"must be one of {', '.join(VALIDATION_UNITS)}, not {unit!r}")
     validation = strings["validation_split"] or None
+    if unit == "sentence" and "text" not in TASK_COLUMNS[task]:
+        raise _fail(path, "dataset.validation_unit", f"\"sentence\" needs a text column; {task} has none")
     if validation is not None and validation == strings["test_split"]:
         raise _fail(path, "dataset.validation_split", "equals test_split; the scored split must not be used "
                     "for model selection (use \"\" to carve validation from train)")
@@ -274,5 +288,5 @@ def parse_benchmark(raw: dict[str, Any], path: Path | None = None) -> Benchmark:
         hub_id=strings["hub_id"], mirror=strings["mirror"], train_split=strings["train_split"],
         validation_split=validation, validation_fraction=fraction, validation_seed=seed,
         test_split=strings["test_split"], columns=columns, metric=primary, higher_is_better=higher,
-        metrics=list(names), path=path.resolve() if path is not None else None,
+        metrics=list(names), path=path.resolve() if path is not None else None, validation_unit=unit,
     )

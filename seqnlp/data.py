@@ -43,6 +43,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields, replace
 from itertools import chain
 from pathlib import Path
+from typing import Any
 
 import datasets
 import numpy as np
@@ -449,6 +450,60 @@ def carve_validation(train: datasets.Dataset, fraction: float = 0.1,
     val_idx = np.sort(perm[:n_val])  # (N_val,)
     train_idx = np.sort(perm[n_val:])  # (N - N_val,)
     return train.select(train_idx), train.select(val_idx)
+
+
+def carve_sentences(train: datasets.Dataset, column: str, fraction: float = 0.1,
+                    seed: int = 0) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """Split a train set of sentences *and their phrases* (SST's) into (train, validation) by sentence.
+
+    Carving random rows from such a set leaks: most phrases of a held-out row sit, as parts of longer
+    rows, in train (on SST-2, 88% of a random 10% do), so validation measures recall of seen phrases (93%
+    accuracy where unseen sentences get 86%). Here, with texts compared as whitespace-separated words:
+    - sentences are the texts that no other text contains;
+    - validation is round(fraction · number of sentences) of them, chosen by
+      `numpy.random.default_rng(seed)` among the distinct sentence texts (every row of a chosen text goes);
+    - train is every other row, less the phrases found only inside validation sentences (a phrase that
+      also occurs in a train sentence stays, as common phrases of the scored sentences are in train too).
+    Deterministic for the same rows, fraction and seed; both parts keep the original row order.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise SeqnlpError(f"validation fraction must be between 0 and 1 (exclusive), got {fraction}")
+    check_columns(train, [column])
+    key = (train._fingerprint, column, fraction, seed)  # loading train and validation carves once
+    if key not in _CARVED:
+        _CARVED.clear()
+        _CARVED[key] = _carve_sentences(train, column, fraction, seed)
+    train_idx, val_idx = _CARVED[key]
+    return train.select(train_idx), train.select(val_idx)
+
+
+_CARVED: dict[tuple[Any, ...], tuple[list[int], list[int]]] = {}
+
+
+def _carve_sentences(train: datasets.Dataset, column: str, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    words = [tuple(str(t).split()) for t in train[column]]
+    texts = set(words)
+
+    def parts(w: tuple[str, ...]) -> Iterator[tuple[str, ...]]:
+        """The proper sub-spans of w that are texts of the set."""
+        n = len(w)
+        for i in range(n):
+            for j in range(i + 1, n + 1 if i else n):
+                if w[i:j] in texts:
+                    yield w[i:j]
+
+    contained = {p for w in texts for p in parts(w)}
+    sentences = sorted(texts - contained)  # sorted: the choice must not depend on set order
+    if len(sentences) < 2:
+        raise SeqnlpError(f"cannot carve validation sentences: {len(sentences)} text(s) are not part of "
+                          "another; use validation_unit = \"row\"")
+    n_val = min(max(int(round(fraction * len(sentences))), 1), len(sentences) - 1)
+    held = {sentences[i] for i in np.random.default_rng(seed).permutation(len(sentences))[:n_val]}
+    in_train_sentences = {p for s in sentences if s not in held for p in parts(s)}
+    only_held = {p for s in held for p in parts(s)} - in_train_sentences
+    val_idx = [i for i, w in enumerate(words) if w in held]
+    train_idx = [i for i, w in enumerate(words) if w not in held and w not in only_held]
+    return train_idx, val_idx
 
 
 def check_columns(ds: datasets.Dataset, names: Sequence[str], *, source: str | None = None) -> None:

@@ -75,6 +75,8 @@ def _write(tmp_path: Path, text: str, name: str = "imdb") -> Path:
         ('mirror = "imdb"\n', '', "dataset.mirror"),
         ('mirror = "imdb"', 'mirror = "imdb"\nmirrors = "x"', "dataset.mirrors"),
         ('validation_fraction = 0.1', 'validation_fraction = 1.5', "dataset.validation_fraction"),
+        ('validation_fraction = 0.1', 'validation_fraction = 0.1\nvalidation_unit = "phrase"',
+         "dataset.validation_unit"),
         ('test_split = "test"', 'test_split = "train"', "dataset.test_split"),
         ('name = "imdb"', 'name = "other"', "name"),
         ('version = 1', 'version = 1\nlearning_rate = 0.1', "learning_rate"),

@@ -19,6 +19,7 @@ import seqnlp.data as data
 from seqnlp.data import (
     BucketBatchSampler,
     available_splits,
+    carve_sentences,
     carve_validation,
     check_columns,
     load_split,
@@ -239,6 +240,39 @@ def test_check_and_select_columns() -> None:
         check_columns(ds, ["text", "label"])
     mapped = select_columns(ds, {"text": "sentence", "label": "label"})
     assert mapped.column_names == ["text", "label"] and mapped[0]["text"] == "a fine, funny film"
+
+
+def test_carve_sentences_holds_out_whole_sentences_and_their_own_phrases() -> None:
+    # Four sentences with phrases, SST style; "the film" also occurs in two sentences, "rather dull" in one.
+    texts = ["the film is a gem", "a gem", "the film", "is a gem",
+             "the film is rather dull", "rather dull", "is rather dull",
+             "a sweet quiet story", "quiet story", "sweet",
+             "nothing works here at all", "works here", "at all"]
+    ds = datasets.Dataset.from_dict({"text": texts, "i": list(range(len(texts)))})
+    seen = set()
+    for seed in range(12):
+        train, val = carve_sentences(ds, "text", fraction=0.25, seed=seed)
+        held = set(val["text"])
+        assert len(held) == 1 and held <= {texts[0], texts[4], texts[7], texts[10]}  # one of the sentences
+        seen |= held
+        kept = set(train["text"])
+        assert not kept & held
+        sentence = held.pop()
+        for phrase in texts:
+            inside_held = phrase in sentence and phrase != sentence
+            inside_other = any(phrase in other and phrase != other for other in (texts[0], texts[4], texts[7],
+                                                                                texts[10]) if other != sentence)
+            if inside_held and not inside_other:
+                assert phrase not in kept, (sentence, phrase)  # its own phrases leave train
+            elif phrase != sentence:
+                assert phrase in kept, (sentence, phrase)  # shared ones ("the film") stay
+        assert list(train["i"]) == sorted(train["i"])  # original order kept
+        assert list(carve_sentences(ds, "text", 0.25, seed)[1]["i"]) == list(val["i"])  # deterministic
+    assert len(seen) > 1  # the seed chooses
+    with pytest.raises(SeqnlpError, match="not part of another"):
+        carve_sentences(datasets.Dataset.from_dict({"text": ["a b", "a", "b"]}), "text")
+    with pytest.raises(SeqnlpError, match="no column 'sentence'"):
+        carve_sentences(ds, "sentence")
 
 
 def test_carve_validation_is_deterministic_disjoint_and_complete() -> None:
