@@ -251,3 +251,29 @@ def test_ensemble_trains_side_by_side_and_predicts_the_mean_probability(tmp_path
         assert torch.allclose(model(batch).logits.exp(), mean, atol=1e-6)
     probs = predictor.predict(["the film felt superb"])[0]["probabilities"]
     assert abs(sum(probs.values()) - 1.0) < 1e-4
+
+
+def test_word_dropout_replaces_real_tokens_by_unk_in_training_only() -> None:
+    from seqnlp.config import resolve
+    from seqnlp.data import Batch
+    from seqnlp.tokenization import PAD, UNK
+
+    config = resolve(sentiment.ModelConfig, None, {"word_dropout": 0.5, "embedding_size": 8, "hidden_size": 8})
+    model = sentiment.SentimentClassifier(config, vocab_size=50, num_classes=2, pad_id=PAD)
+    seen: list[torch.Tensor] = []
+    model.embedding.register_forward_hook(lambda _m, inputs, _out: seen.append(inputs[0]))
+    torch.manual_seed(0)
+    ids = torch.randint(4, 50, (64, 20))  # (B, T) no special ids
+    lengths = torch.randint(1, 21, (64,))
+    ids[torch.arange(20) >= lengths.unsqueeze(1)] = PAD
+    batch = Batch(ids=ids, lengths=lengths, labels=torch.zeros(64, dtype=torch.long))
+    model.train()
+    model(batch)
+    real = ids != PAD
+    changed = seen[-1] != ids
+    assert torch.equal(seen[-1][changed], torch.full_like(seen[-1][changed], UNK))  # only ever to <unk>
+    assert not changed[~real].any()  # padding stays padding
+    assert abs(changed[real].float().mean().item() - 0.5) < 0.05
+    model.eval()
+    model(batch)
+    assert torch.equal(seen[-1], ids)
