@@ -221,7 +221,9 @@ def test_bad_run_folders_and_too_short_texts_are_clear_errors(tmp_path: Path,
     short = tmp_path / "short.txt"
     short.write_text("tiny text " * 5)
     assert gen.main(["--dataset", str(short), *TINY, "--output", str(tmp_path / "r")]) == 2
-    assert "too short" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "too short" in captured.err
+    assert "data:" not in captured.out and "note:" not in captured.err  # the error comes first, alone
 
 
 def test_char_tokenizer_round_trips_the_fixture() -> None:

@@ -645,6 +645,10 @@ def train(argv: list[str]) -> int:
     encoded = {role: tokenizer.encode_batch(rows) for role, rows in corpus.splits.items()}
     stream = to_stream(encoded["train"], tokenizer.bos_id)  # (N,)
     chars = {role: sum(len(r) for r in rows) for role, rows in corpus.splits.items()}
+    # Flags that cannot fit the text fail before anything is printed about the data.
+    if len(Windows(stream, data_cfg.batch_size, data_cfg.seq_length)) == 0:
+        raise SeqnlpError(f"the training text ({chars['train']:,} characters) is too short for --batch-size "
+                          f"{data_cfg.batch_size} x --seq-length {data_cfg.seq_length}; lower them")
     for role in ("validation", "test"):
         unknown = sum(r.count(tokenizer.unk_id) for r in encoded[role])
         if unknown:
@@ -653,9 +657,6 @@ def train(argv: list[str]) -> int:
     print(f"data: {corpus.name} — train {chars['train']:,}, validation {chars['validation']:,}, "
           f"test ({corpus.names['test']}) {chars['test']:,} characters; vocabulary {tokenizer.vocab_size} "
           f"(4 special); prepared in {time.perf_counter() - t0:.1f}s", flush=True)
-    if len(Windows(stream, data_cfg.batch_size, data_cfg.seq_length)) == 0:
-        raise SeqnlpError(f"the training text ({chars['train']:,} characters) is too short for --batch-size "
-                          f"{data_cfg.batch_size} x --seq-length {data_cfg.seq_length}; lower them")
 
     model = CharRNN(model_cfg, tokenizer.vocab_size, data_cfg.batch_size, tokenizer.pad_id,
                     precision=train_cfg.precision)
