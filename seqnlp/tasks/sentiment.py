@@ -150,7 +150,6 @@ class SentimentClassifier(nn.Module):
         if num_classes < 2:
             raise SeqnlpError(f"a classifier needs at least 2 classes, got {num_classes}")
         self.config = config
-        self.pad_id = pad_id
         self.embedding = nn.Embedding(vocab_size, config.embedding_size, padding_idx=pad_id)
         self.embedding_dropout = LockedDropout(config.embedding_dropout)
         between = config.dropout if config.layers > 1 else 0.0
@@ -166,7 +165,8 @@ class SentimentClassifier(nn.Module):
         """Class scores for each text of the batch, and the mean cross-entropy when labels are given."""
         ids = batch.ids  # (B, T)
         if self.training and self.config.word_dropout > 0:
-            dropped = (torch.rand(ids.shape, device=ids.device) < self.config.word_dropout) & (ids != self.pad_id)
+            real = ids != self.embedding.padding_idx  # (B, T)
+            dropped = (torch.rand(ids.shape, device=ids.device) < self.config.word_dropout) & real
             ids = ids.masked_fill(dropped, UNK)  # (B, T)
         x = self.embedding_dropout(self.embedding(ids))  # (B, T, E)
         outputs, state = self.encoder(x, batch.lengths)  # (B, T, D)
