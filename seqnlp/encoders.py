@@ -220,13 +220,19 @@ class RNNEncoder(nn.Module):
     def _run(self, x: Tensor, hold: Tensor | None, hx: State | None, suffixes: list[str]) -> tuple[Tensor, State]:
         """One layer through the fused kernel, in one direction or (suffixes of both) in both at once.
 
-        Returns outputs (B, T, H per direction) and the kernel's last state (directions, B, H).
+        Returns outputs (B, T, H per direction) and the kernel's last state (directions, B, H). The kernels
+        work time-major: the input goes in as (T, B, In), so the copy that builds it (the hold column's
+        cat, which is made anyway) is the only one, and the outputs come back as a (B, T, ...) view of the
+        kernel's (T, B, ...) result. With batch_first=True the kernel itself would copy its input and
+        output to and from that layout, forward and backward.
         """
+        x = x.transpose(0, 1)  # (T, B, In) view
         if hold is not None:
             # oneDNN's bf16 kernels take the input width in pairs: an odd width (E+1) runs about 2x slower
             # (measured: 16.2 vs 8.1 ms per LSTM step at E=129 vs 130), so a zero column keeps it even.
             pairs = (x.shape[2] + 1) % 2
-            x = torch.cat([x, F.pad(hold, (0, pairs)).to(x.dtype)], dim=2)  # (B, T, E+1 or E+2)
+            column = F.pad(hold, (0, pairs)).to(x.dtype).transpose(0, 1)  # (T, B, 1 or 2)
+            x = torch.cat([x, column], dim=2)  # (T, B, E+1 or E+2), contiguous
             hold_weights = F.pad(self._hold, (0, pairs))  # (4H, 1 or 2)
         weights = []
         for suffix in suffixes:
@@ -237,13 +243,14 @@ class RNNEncoder(nn.Module):
                         getattr(self, f"bias_hh{suffix}")]
         both = len(suffixes) == 2
         if hx is None:
-            zeros = x.new_zeros(len(suffixes), x.shape[0], self.hidden_size)  # (directions, B, H)
+            zeros = x.new_zeros(len(suffixes), x.shape[1], self.hidden_size)  # (directions, B, H)
             hx = (zeros, zeros) if self.cell == "lstm" else zeros
+        x = x.contiguous()  # (T, B, In); a no-op after the cat
         if self.cell == "lstm":
-            out, h_n, c_n = torch.lstm(x, hx, weights, True, 1, 0.0, self.training, both, True)
-            return out, (h_n, c_n)
-        out, h_n = _FUSED[self.cell](x, hx, weights, True, 1, 0.0, self.training, both, True)
-        return out, h_n
+            out, h_n, c_n = torch.lstm(x, hx, weights, True, 1, 0.0, self.training, both, False)
+            return out.transpose(0, 1), (h_n, c_n)  # (B, T, H*dirs) view
+        out, h_n = _FUSED[self.cell](x, hx, weights, True, 1, 0.0, self.training, both, False)
+        return out.transpose(0, 1), h_n  # (B, T, H*dirs) view
 
     def forward(self, x: Tensor, lengths: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """Encode a right-padded batch.
