@@ -76,3 +76,35 @@ def test_sentiment_pretrain_flag_starts_the_embedding_and_counts_its_time(tmp_pa
     assert changed.sum() > 10 and not changed[tok.pad_id]
     with pytest.raises(SeqnlpError, match="a translation benchmark"):
         sentiment.pretraining_texts("multi30k_de_en")
+
+
+def test_freeze_embedding_keeps_the_pretrained_vectors_and_members_share_one_table(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from seqnlp.checkpoint import read_model_weights
+    from seqnlp.io import load_weights
+
+    started: list[torch.Tensor] = []  # the table as pretraining left it
+    pretrain = sentiment.pretrain_embedding
+
+    def spy(model: torch.nn.Module, *args: object, **kwargs: object) -> float:
+        seconds = pretrain(model, *args, **kwargs)  # type: ignore[arg-type]
+        started.append(model.members[0].embedding.weight.detach().clone())
+        return seconds
+
+    monkeypatch.setattr(sentiment, "pretrain_embedding", spy)
+    run = tmp_path / "run"
+    flags = ["--dataset", str(FIXTURE), "--tokenizer", "word", "--embedding-size", "16", "--hidden-size", "16",
+             "--batch-size", "8", "--max-length", "24", "--lr", "0.01", "--device", "cpu", "--progress", "off",
+             "--no-curves", "--epochs", "2", "--seed", "0", "--ensemble", "2"]
+    assert sentiment.main([*flags, "--pretrain", str(FIXTURE), "--pretrain-epochs", "2", "--freeze-embedding",
+                           "--output", str(run)]) == 0
+    saved = read_model_weights(run / "model.safetensors")
+    assert torch.equal(saved["members.0.embedding.weight"], started[0])  # training never moved a row
+    assert torch.equal(saved["members.1.embedding.weight"], started[0])
+    assert "members.1.embedding.weight" not in load_weights(run / "model.safetensors")  # stored once
+    predictor = sentiment.load(run)
+    members = predictor.model.members
+    assert members[0].embedding is members[1].embedding and not members[0].embedding.weight.requires_grad
+    assert not torch.equal(members[0].head.weight, members[1].head.weight)
+    out = predictor.predict(["a great film"])
+    assert out[0]["label"] in out[0]["probabilities"]
