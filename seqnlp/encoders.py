@@ -114,6 +114,9 @@ class RNNEncoder(nn.Module):
         fp32_outputs: False returns bf16 outputs when both the recurrence and the caller run under bf16
             autocast (for a consumer such as max pooling into an autocast linear layer: it skips a
             (B, T, D) cast each way); outside autocast outputs are fp32 regardless.
+        zero_padding: False leaves the top layer's outputs at padded steps as the kernel wrote them (finite,
+            meaningless) instead of zeroing them, for a consumer that masks padding itself, as every `Pooler`
+            mode does: it skips a (B, T, D) multiply forward and backward.
     """
 
     def __init__(
@@ -127,6 +130,7 @@ class RNNEncoder(nn.Module):
         precision: str = "auto",
         residual: bool = False,
         fp32_outputs: bool = True,
+        zero_padding: bool = True,
     ) -> None:
         super().__init__()
         if cell not in CELLS:
@@ -147,6 +151,7 @@ class RNNEncoder(nn.Module):
         self.precision = precision
         self.residual = residual
         self.fp32_outputs = fp32_outputs
+        self.zero_padding = zero_padding
         gates = GATES[cell] * hidden_size
         for layer in range(num_layers):
             layer_input = input_size if layer == 0 else hidden_size * self.num_directions
@@ -182,6 +187,7 @@ class RNNEncoder(nn.Module):
             f"bidirectional={self.bidirectional}, dropout={self.dropout}, precision={self.precision!r}"
             + (", residual=True" if self.residual else "")
             + ("" if self.fp32_outputs else ", fp32_outputs=False")
+            + ("" if self.zero_padding else ", zero_padding=False")
         )
 
     @classmethod
@@ -261,8 +267,9 @@ class RNNEncoder(nn.Module):
             state: optional initial state in the final-state layout (e.g. from the previous window).
 
         Returns:
-            outputs (B, T, D), zero at padded positions, and the final state taken at each sequence's
-            own last real step: (h, c) for LSTM, h otherwise, each (layers * directions, B, H).
+            outputs (B, T, D), zero at padded positions (unless zero_padding is False), and the final state
+            taken at each sequence's own last real step: (h, c) for LSTM, h otherwise, each
+            (layers * directions, B, H).
         """
         if x.dim() != 3 or x.shape[2] != self.input_size:
             raise SeqnlpError(f"expected input of shape (B, T, {self.input_size}), got {tuple(x.shape)}")
@@ -319,7 +326,8 @@ class RNNEncoder(nn.Module):
                             finals_c.append(last_state[1][0].float())  # (B, H)
                     out = torch.cat(outs, dim=2) if len(outs) > 1 else outs[0]  # (B, T', D)
                 out = out.to(out_dtype)  # (B, T', D)
-                if padded:  # zero the padding (the kernel leaves values there)
+                top = layer == self.num_layers - 1
+                if padded and (self.zero_padding or not top):  # zero the padding (the kernel leaves values there)
                     out = out * real.unsqueeze(2)  # (B, T', D)
                 if self.residual and layer > 0:
                     out = out + layer_input  # (B, T', D)

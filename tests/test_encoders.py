@@ -8,7 +8,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import seqnlp.device
-from seqnlp.encoders import (Dropout, LockedDropout, Pooler, RNNEncoder, detach_state, keep_mask,
+from seqnlp.encoders import (POOL_MODES, Dropout, LockedDropout, Pooler, RNNEncoder, detach_state, keep_mask,
                              reverse_within_lengths)
 from seqnlp.errors import SeqnlpError
 
@@ -335,3 +335,24 @@ def test_bf16_lstm_keeps_cell_state_through_padding() -> None:
         _, (one_h, one_c) = encoder(x[b : b + 1, :length], torch.tensor([length]))
         assert (c[:, b] - one_c[:, 0]).abs().max() <= 2e-2
         assert (h[:, b] - one_h[:, 0]).abs().max() <= 2e-2
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_zero_padding_false_changes_only_the_padded_outputs(layers: int) -> None:
+    torch.manual_seed(0)
+    zeroed = RNNEncoder("lstm", 4, 3, num_layers=layers, bidirectional=True)
+    raw = RNNEncoder("lstm", 4, 3, num_layers=layers, bidirectional=True, zero_padding=False)
+    raw.load_state_dict(zeroed.state_dict())
+    x = torch.randn(5, 6, 4, requires_grad=True)  # (B, T, E)
+    lengths = torch.tensor([6, 2, 4, 1, 3])
+    out_zeroed, state_zeroed = zeroed(x, lengths)
+    out_raw, state_raw = raw(x, lengths)
+    real = torch.arange(6) < lengths.unsqueeze(1)  # (B, T)
+    assert torch.equal(out_raw[real], out_zeroed[real]) and torch.equal(state_raw[0], state_zeroed[0])
+    assert torch.all(out_zeroed[~real] == 0) and torch.any(out_raw[~real] != 0)  # the kernel's leftovers
+    for mode in POOL_MODES:  # every pooler masks them itself: same pooled vectors and gradients
+        pooler = Pooler(mode, 6, bidirectional=True)
+        a, = torch.autograd.grad(pooler(out_zeroed, lengths).sum(), x, retain_graph=True)
+        b, = torch.autograd.grad(pooler(out_raw, lengths).sum(), x, retain_graph=True)
+        assert torch.allclose(pooler(out_raw, lengths), pooler(out_zeroed, lengths), atol=1e-6)
+        assert torch.allclose(a, b, atol=1e-6)

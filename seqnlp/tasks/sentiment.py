@@ -163,10 +163,11 @@ class SentimentClassifier(nn.Module):
         self.embedding.weight.requires_grad_(not config.freeze_embedding)
         self.embedding_dropout = LockedDropout(config.embedding_dropout)
         between = config.dropout if config.layers > 1 else 0.0
-        # Outputs stay bf16 under autocast: the pooler and the (autocast) head take them as they are.
+        # Outputs stay bf16 under autocast: the pooler and the (autocast) head take them as they are. The pooler
+        # masks padding itself, so the encoder need not zero it.
         self.encoder = RNNEncoder(config.cell, config.embedding_size, config.hidden_size,
                                   num_layers=config.layers, bidirectional=config.bidirectional, dropout=between,
-                                  fp32_outputs=False)
+                                  fp32_outputs=False, zero_padding=False)
         self.pooler = Pooler(config.pooling, self.encoder.output_dim, bidirectional=config.bidirectional)
         self.dropout = Dropout(config.dropout)
         self.head = nn.Linear(self.pooler.output_dim, num_classes)
