@@ -356,3 +356,22 @@ def test_zero_padding_false_changes_only_the_padded_outputs(layers: int) -> None
         b, = torch.autograd.grad(pooler(out_raw, lengths).sum(), x, retain_graph=True)
         assert torch.allclose(pooler(out_raw, lengths), pooler(out_zeroed, lengths), atol=1e-6)
         assert torch.allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.parametrize("layout", ["batch-major", "time-major"])
+def test_max_pooling_matches_torch_max_values_and_gradients(layout: str) -> None:
+    torch.manual_seed(0)
+    base = torch.randn(5, 6, 4) if layout == "batch-major" else torch.randn(6, 5, 4).transpose(0, 1)  # (B, T, D)
+    ours_in = base.clone().requires_grad_(True) if layout == "batch-major" else \
+        base.transpose(0, 1).clone().requires_grad_(True)
+    outputs = ours_in if layout == "batch-major" else ours_in.transpose(0, 1)  # (B, T, D), either memory layout
+    pooled = Pooler("max", 4)(outputs, LENGTHS)
+    weights = torch.randn(5, 4)
+    grad, = torch.autograd.grad((pooled * weights).sum(), ours_in)
+    reference_in = base.clone().requires_grad_(True)
+    real = (torch.arange(6) < LENGTHS.unsqueeze(1)).unsqueeze(2)  # (B, T, 1)
+    expected = reference_in.masked_fill(~real, float("-inf")).max(1).values
+    reference_grad, = torch.autograd.grad((expected * weights).sum(), reference_in)
+    assert torch.equal(pooled, expected)
+    got = grad if layout == "batch-major" else grad.transpose(0, 1)
+    assert torch.equal(got, reference_grad)  # all of each gradient on its argmax step, none on padding
