@@ -10,9 +10,10 @@ make a benchmark is data, in the top-level tasks/imdb.toml and tasks/sst2.toml.
     python -m seqnlp.tasks.sentiment predict --model RUN_DIR "a great film" "a dull film"
 
 The recipe, straight through:
-dataset rows → clean text (HTML line breaks removed) → tokenizer trained on the train split only →
-ids truncated to max_length (head + tail by default) → length-bucketed padded batches →
-embedding → token dropout → RNNEncoder (bi-LSTM) → Pooler (max) → dropout → Linear → Output(logits, loss)
+dataset rows → clean text (HTML line breaks removed) → tokenizer trained on the train split only (plus,
+with --pretrain, the unlabelled text whose word2vec vectors start the embedding; the SST-2 preset reads
+IMDB's and keeps them frozen) → ids truncated to max_length (head + tail by default) → length-bucketed padded
+batches → embedding → token dropout → RNNEncoder (bi-LSTM) → Pooler (max) → dropout → Linear → Output(logits, loss)
 → seqnlp.trainer.Trainer (model chosen on a validation split carved from train, never on the scored split)
 → best weights scored on the benchmark's scored split → accuracy, macro-F1, confusion matrix → results JSON.
 
