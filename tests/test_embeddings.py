@@ -63,6 +63,7 @@ def test_sentiment_pretrain_flag_starts_the_embedding_and_counts_its_time(tmp_pa
                            "--results", str(tmp_path / "r.json")]) == 0
     result = json.loads((tmp_path / "r.json").read_text())
     assert result["config"]["model"]["pretrain"] == str(FIXTURE)
+    assert f", word2vec ({FIXTURE})" in result["model"]  # the leaderboard row says where its vectors came from
     assert 0 < result["extra"]["pretrain_seconds"] <= result["train_seconds"]
     # the vectors are the model's starting point: the same seed without --pretrain starts elsewhere
     tok = Tokenizer.load(run / "tokenizer.json")

@@ -633,8 +633,11 @@ def _train_parser() -> argparse.ArgumentParser:
 
 def _model_description(config: ModelConfig) -> str:
     bi = "bi-" if config.bidirectional and config.cell != "rnn_tanh" else ""
+    vectors = (f", {'frozen ' if config.freeze_embedding else ''}word2vec ({config.pretrain})" if config.pretrain
+               else ", frozen random embedding" if config.freeze_embedding else "")
     return (f"{config.layers}x{bi}{config.cell} {config.embedding_size}/{config.hidden_size} "
-            f"{config.pooling}-pool {config.tokenizer}" + (f", ensemble of {config.ensemble}" if config.ensemble > 1 else ""))
+            f"{config.pooling}-pool {config.tokenizer}" + vectors
+            + (f", ensemble of {config.ensemble}" if config.ensemble > 1 else ""))
 
 
 def train(argv: list[str]) -> int:
