@@ -138,7 +138,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "imdb": {"model": {}, "train": {"epochs": 6, "eval_every": 176, "time_budget": 19.0}},
     # Measured (results/sst2/bilstm-word-128.json; the figures are in README.md): an ensemble of 5 in batches of
     # 256 (1.5x the tokens/s of batches of 128 on this CPU, and 3 ensemble members fit in the time 128 took),
-    # reading frozen word2vec vectors learnt from the IMDB train reviews (2.3 minutes of the budget). The
+    # reading frozen word2vec vectors learnt from the IMDB train reviews (2.1-2.5 minutes of the budget). The
     # vocabulary then covers 99.0% of the scored tokens instead of 95.1%; the frozen table scored 86.12-86.70
     # over seeds 0-2 where the trained one scored 85.09-86.35.
     "sst2": {"model": {"max_length": 128, "batch_size": 256, "ensemble": 5, "vocab_size": 0, "pretrain": "imdb",
