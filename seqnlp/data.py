@@ -492,15 +492,16 @@ def _carve_sentences(train: datasets.Dataset, column: str, fraction: float, seed
                 if w[i:j] in texts:
                     yield w[i:j]
 
-    contained = {p for w in texts for p in parts(w)}
+    phrases = {w: set(parts(w)) for w in texts}  # each text's sub-phrases, found once
+    contained = set().union(*phrases.values())
     sentences = sorted(texts - contained)  # sorted: the choice must not depend on set order
     if len(sentences) < 2:
         raise SeqnlpError(f"cannot carve validation sentences: {len(sentences)} text(s) are not part of "
                           "another; use validation_unit = \"row\"")
     n_val = min(max(int(round(fraction * len(sentences))), 1), len(sentences) - 1)
     held = {sentences[i] for i in np.random.default_rng(seed).permutation(len(sentences))[:n_val]}
-    in_train_sentences = {p for s in sentences if s not in held for p in parts(s)}
-    only_held = {p for s in held for p in parts(s)} - in_train_sentences
+    in_train_sentences = set().union(*(phrases[s] for s in sentences if s not in held))
+    only_held = set().union(*(phrases[s] for s in held)) - in_train_sentences
     val_idx = [i for i, w in enumerate(words) if w in held]
     train_idx = [i for i, w in enumerate(words) if w not in held and w not in only_held]
     return train_idx, val_idx
