@@ -98,7 +98,15 @@ def resolve(cls: type[C], args: argparse.Namespace | Mapping[str, Any] | None = 
     values: dict[str, Any] = {}
     where = f"{source}: " if source else ""
     from_file: set[str] = set()
+    if file_values is not None and not isinstance(file_values, Mapping):
+        # e.g. config.json with "train": [..] or "model": "big": a section must be an object of settings
+        shown = repr(file_values) if len(repr(file_values)) <= 60 else repr(file_values)[:57] + "..."
+        if source:
+            raise SeqnlpError(f"{source}: must be a JSON object of settings, not {_kind(file_values)} {shown}")
+        raise SeqnlpError(f"settings must be a mapping of names to values, not {_kind(file_values)} {shown}")
     for key, value in (file_values or {}).items():
+        if not isinstance(key, str):
+            raise SeqnlpError(f"{where}setting names must be strings, not {key!r}")
         key = key.replace("-", "_")
         if key not in names:
             raise SeqnlpError(f"{where}unknown setting {key!r}; known settings: {', '.join(sorted(names))}")
@@ -123,10 +131,30 @@ def resolve(cls: type[C], args: argparse.Namespace | Mapping[str, Any] | None = 
         if typ is float and isinstance(value, int):
             values[f.name] = float(value)
         elif typ in (int, float, str, bool) and not isinstance(value, typ):
-            raise SeqnlpError(f"{label(f.name)} must be {typ.__name__}, not {value!r}")
+            raise SeqnlpError(f"{label(f.name)} must be {typ.__name__}, not {_kind(value)} {value!r}")
+        elif typing.get_origin(typ) in (list, tuple, dict) and not isinstance(value, typing.get_origin(typ)):
+            want = {list: "a list", tuple: "a list", dict: "an object"}[typing.get_origin(typ)]
+            raise SeqnlpError(f"{label(f.name)} must be {want}, not {_kind(value)} {value!r}")
     config = cls(**values)
     check(config, label)
     return config
+
+
+def _kind(value: Any) -> str:
+    """How JSON would name the type of `value` (a list, a string, ...)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "an object"
+    return f"a {type(value).__name__}"
 
 
 def to_dict(config: Any) -> dict[str, Any]:
