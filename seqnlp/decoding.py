@@ -7,6 +7,9 @@ The loops here are per *step*, batched over rows and beams; nothing loops per to
 
 from __future__ import annotations
 
+import math
+import numbers
+import operator
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -27,18 +30,99 @@ class Decoder(Protocol):
         """Rows `index` (N',) of `state`, in that order (rows may repeat)."""
 
 
+MIN_TEMPERATURE, MAX_TEMPERATURE = 1e-2, 1e2  # outside it sampling is greedy or uniform, or overflows
+MIN_TOP_P = 1e-6
+MAX_BEAM = 256  # a wider beam multiplies the batch past any use (BLEU stops improving long before)
+MAX_LENGTH = 1_000_000  # tokens one call may generate
+
+
+def _is_int(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    try:
+        operator.index(value)  # int, NumPy integers, 0-d integer tensors
+    except TypeError:
+        return False
+    return True
+
+
+def _is_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, numbers.Real)
+
+
+def check_decoding(temperature: Any = None, top_k: Any = None, top_p: Any = None, beam: Any = None,
+                   length: Any = None, max_length: int = MAX_LENGTH, *, flags: bool = False) -> None:
+    """Check decoding settings; a one-line SeqnlpError names the first bad argument and its allowed values.
+
+    temperature in [0.01, 100]; top_k an integer >= 1; top_p in [1e-6, 1]; beam an integer in [1, MAX_BEAM];
+    length an integer in [0, max_length]. None means "not given" and is not checked. Booleans, strings and
+    floats where an integer belongs (length=3.5, beam=2.5, beam=True) are refused too. With `flags=True` the
+    message names the command-line flags (--temperature, --top-k, --top-p, --beam, --length).
+    """
+    name = {"temperature": "--temperature", "top_k": "--top-k", "top_p": "--top-p", "beam": "--beam",
+            "length": "--length"} if flags else {"temperature": "temperature", "top_k": "top-k",
+                                                 "top_p": "top-p", "beam": "beam size", "length": "length"}
+    if temperature is not None:
+        n = name["temperature"]
+        if not _is_number(temperature):
+            raise SeqnlpError(f"{n} must be a number, not {temperature!r}")
+        if math.isnan(temperature) or math.isinf(temperature) and temperature > 0:
+            raise SeqnlpError(f"{n} must be a finite number, not {temperature}")
+        if temperature <= 0:
+            raise SeqnlpError(f"{n} must be > 0, not {temperature} (use greedy decoding for the argmax)")
+        if not MIN_TEMPERATURE <= temperature <= MAX_TEMPERATURE:
+            raise SeqnlpError(f"{n} must be between {MIN_TEMPERATURE:g} and {MAX_TEMPERATURE:g}, not {temperature:g}"
+                              " (use greedy decoding for the argmax)")
+    if top_k is not None:
+        n = name["top_k"]
+        if not _is_int(top_k):
+            raise SeqnlpError(f"{n} must be an integer, not {top_k!r}")
+        if top_k < 1:
+            raise SeqnlpError(f"{n} must be >= 1, not {top_k}")
+    if top_p is not None:
+        n = name["top_p"]
+        if not _is_number(top_p):
+            raise SeqnlpError(f"{n} must be a number, not {top_p!r}")
+        if not 0 < top_p <= 1:  # NaN fails this too
+            raise SeqnlpError(f"{n} must be in (0, 1], not {top_p}")
+        if top_p < MIN_TOP_P:
+            raise SeqnlpError(f"{n} must be at least {MIN_TOP_P:g}, not {top_p:g}")
+    if beam is not None:
+        n = name["beam"]
+        if not _is_int(beam):
+            raise SeqnlpError(f"{n} must be an integer, not {beam!r}")
+        if beam < 1:
+            raise SeqnlpError(f"{n} must be >= 1, not {beam}")
+        if beam > MAX_BEAM:
+            raise SeqnlpError(f"{n} must be at most {MAX_BEAM}, not {beam}")
+    if length is not None:
+        n = name["length"]
+        if not _is_int(length):
+            raise SeqnlpError(f"{n} must be an integer, not {length!r}")
+        if length < 0:
+            raise SeqnlpError(f"{n} must be >= 0, not {length}")
+        if length > max_length:
+            raise SeqnlpError(f"{n} must be at most {max_length}, not {length}")
+
+
+def _check_limit(max_len: Any) -> None:
+    """greedy/beam_search take an int or a (N,) tensor of per-row limits; refuse anything else by name."""
+    if isinstance(max_len, torch.Tensor) and max_len.dim() > 0:
+        if max_len.is_floating_point() or max_len.dtype == torch.bool:
+            raise SeqnlpError(f"length limits must be an integer tensor, not {max_len.dtype}")
+        return
+    if not _is_int(max_len):
+        raise SeqnlpError(f"length must be an integer, not {max_len!r}")
+
+
 def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
                   top_p: float | None = None) -> torch.Tensor:
     """Scale by 1/temperature, keep the k most likely tokens and/or the smallest set with mass >= top_p.
 
     logits (N, V) → (N, V) with removed tokens at -inf. Always keeps at least the most likely token.
+    The settings are checked by `check_decoding`.
     """
-    if temperature <= 0:
-        raise SeqnlpError(f"temperature must be > 0, not {temperature} (use greedy decoding for the argmax)")
-    if top_k is not None and top_k < 1:
-        raise SeqnlpError(f"top-k must be >= 1, not {top_k}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise SeqnlpError(f"top-p must be in (0, 1], not {top_p}")
+    check_decoding(temperature=temperature, top_k=top_k, top_p=top_p)
     logits = logits.float() / temperature  # (N, V)
     if top_k is not None and top_k < logits.size(-1):
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (N, 1)
@@ -54,8 +138,8 @@ def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | N
 
 
 def _limits(max_len: int | torch.Tensor, n: int, device: torch.device) -> torch.Tensor:
-    if isinstance(max_len, int):
-        return torch.full((n,), max_len, dtype=torch.long, device=device)  # (N,)
+    if not isinstance(max_len, torch.Tensor):
+        return torch.full((n,), int(max_len), dtype=torch.long, device=device)  # (N,)
     return max_len.to(device=device, dtype=torch.long)  # (N,)
 
 
@@ -68,8 +152,7 @@ def sample(decoder: Decoder, state: State, start: torch.Tensor, max_len: int, te
     `eos_id` are filled with `eos_id` afterwards. `on_token` sees each step's (N,) tokens as they come
     (for streaming). The same `generator` seed gives the same tokens.
     """
-    if max_len < 0:
-        raise SeqnlpError(f"length must be >= 0, not {max_len}")
+    check_decoding(temperature=temperature, top_k=top_k, top_p=top_p, length=max_len)
     tokens = start
     done = torch.zeros_like(start, dtype=torch.bool)  # (N,)
     out: list[torch.Tensor] = []
@@ -102,6 +185,7 @@ def _strip(rows: torch.Tensor, eos_id: int | None) -> list[list[int]]:
 def greedy(decoder: Decoder, state: State, start: torch.Tensor, max_len: int | torch.Tensor,
            eos_id: int | None) -> list[list[int]]:
     """The most likely token at every step, until `eos_id` or each row's `max_len`; ids exclude eos."""
+    _check_limit(max_len)
     limits = _limits(max_len, start.size(0), start.device)  # (N,)
     tokens = start
     done = limits <= 0  # (N,)
@@ -133,8 +217,8 @@ def beam_search(decoder: Decoder, state: State, start: torch.Tensor, beam_size: 
     beam of every row has finished, and a row's beams are forced to end after `max_len` tokens. With
     beam_size=1 this is exactly greedy decoding.
     """
-    if beam_size < 1:
-        raise SeqnlpError(f"beam size must be >= 1, not {beam_size}")
+    check_decoding(beam=beam_size)
+    _check_limit(max_len)
     n, k, device = start.size(0), beam_size, start.device
     limits = _limits(max_len, n, device).clamp(min=0)  # (N,) tokens before the forced eos
     state = decoder.reorder(state, torch.arange(n, device=device).repeat_interleave(k))

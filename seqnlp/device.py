@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 from collections.abc import Iterator
 
 import torch
@@ -11,16 +12,32 @@ import torch
 from seqnlp.errors import SeqnlpError
 
 
+_DEVICE = re.compile(r"cuda(?::(\d+))?")
+
+
 def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' → CUDA when available, else CPU; 'cuda' without a GPU is a SeqnlpError."""
+    """'auto' → CUDA when available, else CPU; 'cpu'; 'cuda' or 'cuda:N' (N a present GPU).
+
+    Anything else (mps, xla, meta, a typo) is a one-line SeqnlpError: seqnlp is tested on CPU and CUDA only,
+    and a 'meta' device would silently compute nothing.
+    """
+    if not isinstance(name, str):
+        raise SeqnlpError(f"device must be a string such as auto, cpu, cuda or cuda:0, not {name!r}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    if name == "cpu":
+        return torch.device("cpu")
+    match = _DEVICE.fullmatch(name)
+    if match is None:
+        raise SeqnlpError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
         raise SeqnlpError(f"--device {name} was asked for but no CUDA GPU is available; use --device cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise SeqnlpError(f"unknown device {name!r}; use auto, cpu or cuda") from None
+    if match.group(1) is not None:
+        index, count = int(match.group(1)), torch.cuda.device_count()
+        if index >= count:
+            raise SeqnlpError(f"--device {name} was asked for but this machine has {count} CUDA GPU(s) "
+                              f"(cuda:0 to cuda:{count - 1})")
+    return torch.device(name)
 
 
 @functools.cache

@@ -86,7 +86,7 @@ class TrainConfig:
     # Kills between evaluations lose at most this many steps; each checkpoint writes weights + optimizer.
     checkpoint_every: int = opt(0, "also checkpoint every N steps (0 = only at evaluations and epoch ends)",
                                 min=0)
-    seed: int = opt(0, "random seed (data order, dropout)")
+    seed: int = opt(0, "random seed (data order, dropout)", min=0, max=2**32 - 1)
     device: str = opt("auto", "auto | cpu | cuda | cuda:N")
     log_every: int = opt(50, "log the training loss every N steps", min=1)
     progress: str = opt("auto", "auto = a bar on a terminal, plain lines otherwise",
