@@ -14,6 +14,7 @@ versions, git commit, seed, full config, date). `build_result` fills the environ
 from __future__ import annotations
 
 import datetime as _dt
+import fnmatch
 import json
 import math
 import os
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from seqnlp.errors import SeqnlpError
-from seqnlp.io import atomic_write_json, read_json
+from seqnlp.io import atomic_write_json, read_file_bytes, read_json
 
 # Library versions recorded in every result (distribution names on PyPI).
 VERSIONED = ("torch", "datasets", "tokenizers", "sacrebleu", "scikit-learn", "numpy", "seqnlp")
@@ -52,6 +53,19 @@ _SCHEMA: dict[str, tuple[tuple[type, ...], bool]] = {
     "extra": ((dict,), True),
 }
 MAX_RESULT_BYTES = 4 * 1024 * 1024
+
+# Allowed values of known metrics (inclusive bounds; None = unbounded): percentages, entropies, perplexity.
+METRIC_RANGES: dict[str, tuple[float | None, float | None]] = {
+    **{name: (0.0, 100.0) for name in ("accuracy", "macro_f1", "bleu", "chrf", "f1", "precision", "recall",
+                                       "token_accuracy")},
+    "nats_per_char": (0.0, None),
+    "bits_per_char": (0.0, None),
+    "perplexity": (1.0, None),
+}
+
+# The files a training run writes into its folder (see seqnlp.trainer): a result must never replace one.
+RUN_FILE_PATTERNS = ("config.json", "tokenizer*.json", "*.safetensors", "trainer_state.json", "log.jsonl",
+                     "metrics.json", "evaluation_*.json")
 
 
 def _cpu_model() -> str:
@@ -198,6 +212,12 @@ def validate_result(result: Any, where: str = "result") -> None:
         if name in METRIC_DIRECTIONS and m["higher_is_better"] != METRIC_DIRECTIONS[name]:
             raise SeqnlpError(f"{where}: {key}.higher_is_better is {m['higher_is_better']}, but {name} is "
                               f"{'higher' if METRIC_DIRECTIONS[name] else 'lower'}-is-better")
+        low, high = METRIC_RANGES.get(name, (None, None))
+        if (low is not None and v < low) or (high is not None and v > high):
+            allowed = (f"between {low:g} and {high:g}" if low is not None and high is not None
+                       else f">= {low:g}" if low is not None else f"<= {high:g}")
+            raise SeqnlpError(f"{where}: {key}.value must be {allowed}, not {v!r}; "
+                              f"{'a percentage' if high == 100.0 else name} cannot be {v!r}")
         if m["signature"] is not None and not isinstance(m["signature"], str):
             raise SeqnlpError(f"{where}: {key}.signature must be a string or null")
     try:
@@ -206,13 +226,60 @@ def validate_result(result: Any, where: str = "result") -> None:
         raise SeqnlpError(f"{where}: date {result['date']!r} is not an ISO 8601 date") from None
 
 
+def _is_run_folder(folder: Path) -> bool:
+    try:
+        return (folder / "config.json").is_file() and (
+            (folder / "trainer_state.json").is_file() or (folder / "model.safetensors").is_file())
+    except OSError:
+        return False
+
+
+def _run_folder_of(path: Path) -> Path | None:
+    """The seqnlp run folder of which `path` (resolved) is one of the run's own files, or None.
+
+    A run folder holds config.json and trainer_state.json or model.safetensors; its own files are those of
+    RUN_FILE_PATTERNS, and the weights in its checkpoint/ folder.
+    """
+    if any(fnmatch.fnmatchcase(path.name, p) for p in RUN_FILE_PATTERNS) and _is_run_folder(path.parent):
+        return path.parent
+    if path.parent.name == "checkpoint" and path.name.endswith(".safetensors") and _is_run_folder(path.parent.parent):
+        return path.parent.parent
+    return None
+
+
+def _check_target(path: Path, label: str) -> None:
+    """Refuse to write a result over a run's own file or over a file that is not a seqnlp results file."""
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError) as err:  # a symlink loop
+        raise SeqnlpError(f"{label} {path} cannot be used ({err}); choose another path") from None
+    run = _run_folder_of(resolved)
+    if run is not None:
+        raise SeqnlpError(f"{label} {path} is {resolved.name} of the seqnlp run folder {run}; writing the "
+                          f"result there would destroy the run: give another file name such as "
+                          f"{run / 'result.json'}")
+    if path.is_dir():
+        raise SeqnlpError(f"{label} {path} is a folder; give a file name such as {path / 'result.json'}")
+    if os.path.lexists(path):
+        try:
+            validate_result(json.loads(read_file_bytes(path, MAX_RESULT_BYTES, "results file").decode("utf-8")),
+                            str(path))
+        except (SeqnlpError, UnicodeDecodeError, ValueError, RecursionError) as err:
+            raise SeqnlpError(f"{label} {path} exists and is not a seqnlp results file ({err}); it is kept as "
+                              "it is: choose another path, or remove the file first") from None
+
+
 def check_results_path(path: str | Path | None) -> None:
-    """Refuse a --results target that could not be written, before any training is spent on it."""
+    """Refuse a --results target that could not be written, before any training is spent on it.
+
+    Refused: a folder; an unwritable folder; one of a seqnlp run folder's own files (config.json,
+    tokenizer*.json, *.safetensors, trainer_state.json, log.jsonl, metrics.json, evaluation_*.json);
+    an existing file that is not a valid seqnlp results file (a valid one may be replaced).
+    """
     if not path:
         return
     path = Path(path)
-    if path.is_dir():
-        raise SeqnlpError(f"--results {path} is a folder; give a file name such as {path / 'result.json'}")
+    _check_target(path, "--results")
     parent = next((p for p in [path.parent, *path.parent.parents] if p.exists()), Path("."))
     if not parent.is_dir() or not os.access(parent, os.W_OK):
         raise SeqnlpError(f"--results {path} cannot be written ({parent} is not a writable folder); choose another path")
@@ -222,9 +289,14 @@ def check_results_path(path: str | Path | None) -> None:
 
 
 def write_result(path: str | Path, result: dict[str, Any]) -> Path:
-    """Validate and atomically write one result as JSON; returns the path."""
+    """Validate and atomically write one result as JSON; returns the path.
+
+    Refuses (SeqnlpError) a path that is one of a run folder's own files, or an existing file that is not
+    a valid seqnlp results file; see `check_results_path`.
+    """
     path = Path(path)
     validate_result(result, str(path))
+    _check_target(path, "results file")
     atomic_write_json(path, result)
     return path
 
