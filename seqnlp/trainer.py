@@ -42,7 +42,7 @@ from seqnlp import checkpoint as ckpt
 from seqnlp.config import opt, to_dict
 from seqnlp.device import autocast, resolve_device, use_bf16
 from seqnlp.errors import SeqnlpError
-from seqnlp.io import atomic_write_bytes, atomic_write_json, read_json
+from seqnlp.io import MAX_ARTIFACT_BYTES, atomic_write_bytes, atomic_write_json, read_file_bytes, read_json
 
 
 class Output(NamedTuple):
@@ -122,7 +122,11 @@ def seed_everything(seed: int) -> None:
 def load_model_weights(run_dir: str | Path, model: nn.Module, which: str = "best") -> nn.Module:
     """Load a run's saved weights into `model` ("best" = model.safetensors, "last" = last.safetensors).
 
-    Raises SeqnlpError when the file is missing or corrupt, or the weights do not fit the model.
+    Raises SeqnlpError when the file is missing or corrupt, or the weights do not fit the model; when the
+    run's config.json / tokenizer.json are not the ones the weights were saved with (`check_artifacts`);
+    and, for "best", when model.safetensors holds a different best step than trainer_state.json records
+    (a run stopped between saving the best model and committing its state). For "last", weights that a
+    stop left behind the committed checkpoint are skipped: the committed checkpoint's weights are loaded.
     """
     if which not in ("best", "last"):
         raise SeqnlpError(f"which must be 'best' or 'last', not {which!r}")
@@ -132,8 +136,48 @@ def load_model_weights(run_dir: str | Path, model: nn.Module, which: str = "best
     path = run_dir / (ckpt.BEST_FILE if which == "best" else ckpt.LAST_FILE)
     if not path.exists():
         raise SeqnlpError(f"{path} does not exist; did training in {run_dir} finish an evaluation?")
-    ckpt.load_state_into(model, ckpt.read_model_weights(path), path)
+    state = _committed_state(run_dir)
+    meta = ckpt.weights_metadata(path)
+    if which == "best" and state is not None:
+        saved = meta.get(ckpt.BEST_STEP_KEY, meta.get("step"))
+        best = state.get("best_step")
+        if saved is not None and isinstance(best, int) and state.get("best") is not None and saved != str(best):
+            raise SeqnlpError(f"{path} holds the best weights of step {saved}, but {run_dir / ckpt.STATE_FILE} "
+                              f"records step {best} as the best: the run stopped between saving the best "
+                              "model and committing its state; continue it with --resume (or load the "
+                              "'last' weights)")
+    if which == "last" and state is not None and meta.get("step") != str(state.get("step")):
+        files = state.get("files")
+        committed = files.get("model") if isinstance(files, dict) else None
+        if committed is not None:
+            path = ckpt.checked_run_path(run_dir, committed, f"{run_dir / ckpt.STATE_FILE}: files.model")
+    tensors = ckpt.read_model_weights(path)
+    ckpt.check_fit(model, tensors, path)  # a tokenizer of another size shows as a shape first: the clearer message
+    ckpt.check_artifacts(run_dir, path)
+    ckpt.load_state_into(model, tensors, path)
     return model
+
+
+def _committed_state(run_dir: Path) -> dict[str, Any] | None:
+    """trainer_state.json as far as loading weights needs it; None when absent or unreadable.
+
+    Loading weights for use does not depend on the trainer state, so a damaged one only skips the
+    consistency checks (resuming reads it strictly, see `checkpoint.read_checkpoint`).
+    """
+    try:
+        state = read_json(run_dir / ckpt.STATE_FILE)
+    except SeqnlpError:
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def check_artifacts(run_dir: str | Path, weights: str | Path | None = None) -> None:
+    """Refuse a run folder whose config.json / tokenizer.json differ from those its weights were saved with.
+
+    `weights` defaults to RUN/model.safetensors; see `seqnlp.checkpoint.check_artifacts`. Runs saved
+    before the hashes were recorded pass.
+    """
+    ckpt.check_artifacts(run_dir, weights)
 
 
 # Config keys that may change when a run is resumed: they do not change what is computed.
@@ -332,6 +376,7 @@ class Trainer:
         self.metric = metric
         self.higher_is_better = higher_is_better
         self.artifacts = dict(artifacts or {})
+        self._artifact_meta: dict[str, str] = {}  # sha256 of the run's artifacts, for the weights' metadata
         for name in self.artifacts:
             if Path(name).name != name or name.startswith("."):
                 raise SeqnlpError(f"artifact name {name!r} must be a plain file name")
@@ -364,12 +409,24 @@ class Trainer:
             state = ckpt.read_checkpoint(run_dir)
             if state is not None:
                 self._check_config(state)
+            self._record_artifacts()
             return state
         if existing:  # --overwrite
             ckpt.remove_run_files(run_dir, set(self.artifacts))
         for name, content in self.artifacts.items():
             atomic_write_bytes(run_dir / name, _as_bytes(content))
+        self._record_artifacts()
         return None
+
+    def _record_artifacts(self) -> None:
+        """Hash the artifacts as they are in the run folder: every weights file saved will name them.
+
+        The files on disk, not `self.artifacts`: a resume may differ in resume-free keys and keeps the
+        run's own config.json.
+        """
+        if self.artifacts:
+            hashes = ckpt.artifact_hashes(self.run_dir, set(self.artifacts))
+            self._artifact_meta = {ckpt.ARTIFACTS_KEY: json.dumps(hashes, sort_keys=True)}
 
     def _discard_run_dir(self) -> None:
         ckpt.remove_run_files(self.run_dir, set(self.artifacts))
@@ -391,7 +448,7 @@ class Trainer:
                 atomic_write_bytes(path, _as_bytes(content))
                 continue
             new = _as_bytes(content)
-            old = path.read_bytes()
+            old = read_file_bytes(path, MAX_ARTIFACT_BYTES, "run file")
             if old == new:
                 continue
             try:
@@ -717,9 +774,8 @@ class Trainer:
     def _non_finite(self, loss: float, norm: float) -> None:
         s = self._s
         what = f"loss {loss}" if not math.isfinite(loss) else f"gradient norm {norm}"
-        state_path = self.run_dir / ckpt.STATE_FILE
-        if state_path.exists():
-            last = read_json(state_path)
+        last = _committed_state(self.run_dir)
+        if last is not None and "step" in last:
             where = f"the last good checkpoint (step {last['step']}) is {self.run_dir / ckpt.LAST_FILE}"
         else:
             where = "no checkpoint was saved before it"
@@ -754,14 +810,23 @@ class Trainer:
         s["history"].append(record)
         s["final_metrics"] = metrics
         if improved:
+            previous_best = s["best_step"] if s["best"] is not None else None
             s.update(best=value, best_step=s["step"], best_metrics=metrics, bad_evals=0, plateau_bad=0)
             if dist.main:
                 try:
+                    # The best step in the metadata lets load_model_weights notice a stop between this save
+                    # and the commit below (trainer_state.json would still name the previous best).
                     ckpt.save_model_weights(self.run_dir / ckpt.BEST_FILE, self._raw,
-                                            {"step": str(s["step"])})
+                                            {**self._artifact_meta, "step": str(s["step"]),
+                                             ckpt.BEST_STEP_KEY: str(s["step"])})
                 except SeqnlpError as err:
-                    raise SeqnlpError(f"could not save the best model: {err}; the previous "
-                                      f"{ckpt.BEST_FILE} is intact") from None
+                    kept_best = (f"{ckpt.BEST_FILE} (best step {previous_best})" if previous_best is not None
+                                 else f"no {ckpt.BEST_FILE} yet")
+                    kept_state = (f"the checkpoint of step {self._committed_step}" if self._committed_step >= 0
+                                  else "no checkpoint yet")
+                    raise SeqnlpError(f"could not save the best model of step {s['step']} ({err}); kept "
+                                      f"{kept_best} and {kept_state} unchanged; free some space, then "
+                                      "continue with --resume") from None
         else:
             s["bad_evals"] += 1
             s["plateau_bad"] += 1
@@ -805,7 +870,7 @@ class Trainer:
         if not dist.main:
             return
         state = dict(s, config=to_dict(self.config), rng=rngs)
-        ckpt.write_checkpoint(self.run_dir, self._raw, self._optimizer, state)
+        ckpt.write_checkpoint(self.run_dir, self._raw, self._optimizer, state, self._artifact_meta)
 
     def _plot(self, history: list[dict[str, Any]]) -> None:
         """training_curves.png: train loss and the metric against steps (skipped without matplotlib)."""
@@ -816,7 +881,8 @@ class Trainer:
             import matplotlib.pyplot as plt
         except ImportError:
             return
-        rows = [json.loads(line) for line in self._log_path.read_text().splitlines()]
+        text = read_file_bytes(self._log_path, MAX_ARTIFACT_BYTES, "log file").decode("utf-8")
+        rows = [json.loads(line) for line in text.splitlines()]
         train = [r for r in rows if r.get("type") == "train"]
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
         if train:
