@@ -101,6 +101,31 @@ CATALOGUE: list[tuple[str, str]] = [
     ("process: Ctrl-C during training of a real process (exit 130, checkpoint, how to resume)", "test_robustness.py::test_ctrl_c_during_training_in_a_real_process"),
     ("cli: leaderboard show with a --results-dir that does not exist", "test_leaderboard.py::test_run_baselines_and_show_end_to_end"),
     ("translation: a source far longer than the training length", "test_translation.py::test_translate_refuses_empty_input_and_wrong_runs"),
+    # issue 19 (trust), the shared code
+    ("files: a FIFO named config.json (no hang)", "test_trust.py::test_a_fifo_named_config_json_is_refused_without_hanging"),
+    ("files: /dev/zero named config.json (no read until out of memory)", "test_trust.py::test_dev_zero_named_config_json_is_refused_not_read_until_out_of_memory"),
+    ("files: JSON size cap counts the bytes read, not the stat size", "test_trust.py::test_size_cap_counts_the_bytes_read_not_the_stat_size"),
+    ("files: a FIFO named model.safetensors", "test_trust.py::test_weights_reader_refuses_a_fifo"),
+    ("config: a config.json section that is a list, string or number", "test_trust.py::test_a_config_section_that_is_not_a_mapping_is_a_seqnlp_error"),
+    ("config: wrong value types inside a config.json section", "test_trust.py::test_a_wrong_type_inside_a_section_is_a_seqnlp_error"),
+    ("config: --seed outside [0, 2**32 - 1]", "test_trust.py::test_seed_range_is_checked_with_the_flags"),
+    ("config: --device mps / xla / meta / junk", "test_trust.py::test_only_auto_cpu_cuda_and_cuda_n_are_devices"),
+    ("decoding: temperature, top-k, top-p, beam, length out of range or of the wrong type", "test_trust.py::test_check_decoding_names_the_argument"),
+    ("decoding: library calls with length=3.5 / beam=2.5", "test_trust.py::test_decoders_refuse_wrong_types_naming_the_argument"),
+    ("decoding: Ctrl-C stops a running beam search", "test_trust.py::test_ctrl_c_stops_a_running_beam_search"),
+    ("models: non-finite outputs (check_finite)", "test_trust.py::test_check_finite_refuses_nan_and_inf"),
+    ("results: metric values out of their range", "test_trust.py::test_metric_values_out_of_range_are_refused"),
+    ("results: --results naming one of a run folder's own files", "test_trust.py::test_results_path_may_not_be_a_run_file"),
+    ("results: --results naming an existing file that is not a results file", "test_trust.py::test_results_never_overwrite_a_file_that_is_not_a_results_file"),
+    ("process: kill between the best-model save and the trainer-state commit", "test_trust.py::test_a_kill_between_the_best_save_and_the_commit_is_detected"),
+    ("process: kill between the commit and the last.safetensors link", "test_trust.py::test_a_kill_between_the_commit_and_the_last_link_loads_the_committed_weights"),
+    ("models: hand-edited trainer_state.json on resume (RNG, missing step, types)", "test_trust.py::test_a_hand_edited_trainer_state_is_a_one_line_error_naming_the_file"),
+    ("models: trainer_state.json files leaving the run folder (.., absolute, symlink)", "test_trust.py::test_checkpoint_files_must_stay_inside_the_run_folder"),
+    ("models: tokenizer.json / config.json swapped for another run's (same sizes)", "test_trust.py::test_a_swapped_tokenizer_or_config_is_refused"),
+    ("models: runs saved before the artifact hashes still load", "test_trust.py::test_runs_saved_before_the_hashes_still_load"),
+    ("process: disk full while saving the best model (safetensors' own error)", "test_trust.py::test_disk_full_while_saving_the_best_model_is_one_line_that_says_what_was_kept"),
+    ("process: disk full while saving a checkpoint (safetensors' own error)", "test_trust.py::test_disk_full_while_saving_a_checkpoint_is_one_line"),
+    ("process: a real write failure inside safetensors (file size limit)", "test_trust.py::test_a_real_file_size_limit_while_writing_weights_is_a_seqnlp_error"),
 ]
 
 
@@ -478,8 +503,9 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 @pytest.mark.parametrize("task", TASKS)
 def test_unknown_flag_gets_argparse_usage(task: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc, err = run_cli(task, train_args(task, "--hiden-size", "3", "--output", str(tmp_path / "run")), capsys)
-    assert rc == 2 and "usage: python -m seqnlp.tasks." in err and "Traceback" not in err
-    assert err.strip().splitlines()[-1].endswith("error: unrecognized arguments: --hiden-size 3")
+    # one line naming the flag and pointing at --help, not the whole usage (issue 19)
+    assert rc == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert err.startswith("error: unrecognized arguments: --hiden-size 3") and "--help" in err
     assert not (tmp_path / "run").exists()
 
 
@@ -619,7 +645,7 @@ def test_conflicting_resume_and_overwrite(task: str, runs: dict[str, Path], tmp_
     # Finding R7 (fixed): both were accepted and the user could not tell which one won.
     run = damage(runs[task], "copy", tmp_path)
     before = _snapshot(run)
-    resume = ["--resume", "--output", str(run)] if task == "translation" else ["--resume", str(run)]
+    resume = ["--resume", str(run)]
     refused(task, train_args(task, *resume, "--overwrite"), capsys, "--resume", "--overwrite")
     assert {k: v for k, v in _snapshot(run).items() if k != ".lock"} == {k: v for k, v in before.items() if k != ".lock"}
 
@@ -776,7 +802,7 @@ def test_resume_with_changed_architecture_is_refused(task: str, runs: dict[str, 
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     run = damage(runs[task], "copy", tmp_path)
     before = _snapshot(run)
-    resume = ["--resume", "--output", str(run)] if task == "translation" else ["--resume", str(run)]
+    resume = ["--resume", str(run)]
     refused(task, train_args(task, "--hidden-size", "12", *resume), capsys, "hidden")
     after = _snapshot(run)
     assert {k: v for k, v in after.items() if k != ".lock"} == {k: v for k, v in before.items() if k != ".lock"}
