@@ -4,7 +4,7 @@
 - generation: an interpolated Kneser-Ney character n-gram model, order chosen on validation;
 - translation: copy the source sentence as the translation.
 
-Each baseline is a bring-your-own model for `seqnlp.leaderboard.evaluate` (`predict`, `log_prob`,
+Each baseline is a bring-your-own model for `seqnlp.scoring.score` (`predict`, `log_prob`,
 `translate`), so its numbers come from exactly the metric code that scores seqnlp's own runs.
 
     python -m seqnlp.leaderboard run --baselines            # all benchmarks, results into results/
@@ -23,6 +23,8 @@ import numpy as np
 from seqnlp.benchmark import Benchmark, load_benchmark
 from seqnlp.errors import SeqnlpError
 from seqnlp.results import append_result, build_result
+from seqnlp.scoring import score
+from seqnlp.tasks import spec
 
 MAX_ORDER = 10  # n-gram codes are base-V integers; V^order must stay inside int64 for V up to ~70
 
@@ -33,6 +35,8 @@ MAX_ORDER = 10  # n-gram codes are base-V integers; V^order must stay inside int
 
 class TfidfLogReg:
     """TF-IDF features over word uni- and bigrams, then L2 logistic regression (deterministic, liblinear)."""
+
+    name = "baseline: tf-idf + logreg"
 
     def __init__(self, C: float = 4.0, ngram_max: int = 2, min_df: int = 2, max_features: int | None = 200_000):
         from sklearn.feature_extraction.text import TfidfVectorizer
@@ -93,6 +97,11 @@ class CharNGramLM:
     counts; the bottom is uniform over the training characters plus one unknown-character slot.
     Every row of text is scored from its first character, with no context across rows.
     """
+
+    @property
+    def name(self) -> str:
+        """Its name in results."""
+        return f"baseline: char {self.order}-gram (Kneser-Ney)"
 
     def __init__(self, order: int = 6):
         if not 1 <= order <= MAX_ORDER:
@@ -202,6 +211,8 @@ class CharNGramLM:
 class CopySource:
     """Translate by returning the source sentence unchanged (shared names, numbers and cognates score)."""
 
+    name = "baseline: copy source"
+
     def translate(self, texts: Sequence[str]) -> list[str]:
         """The bring-your-own translation protocol."""
         return list(texts)
@@ -218,9 +229,8 @@ def _column(ds: Any, name: str, where: str) -> list[Any]:
     return list(ds[name])
 
 
-def _sentiment(bench: Benchmark, data_dir: str | Path | None) -> tuple[Any, dict[str, Any], float, int]:
-    from seqnlp.leaderboard import evaluate
-
+def fit_tfidf(bench: Benchmark, data_dir: str | Path | None) -> tuple[Any, dict[str, Any], float, int]:
+    """TF-IDF + logistic regression fitted on train, C chosen on validation: (model, config, seconds, chars)."""
     train = bench.load_split("train", data_dir=data_dir)
     texts = _column(train, bench.columns["text"], "train split")
     labels = _column(train, bench.columns["label"], "train split")
@@ -229,7 +239,7 @@ def _sentiment(bench: Benchmark, data_dir: str | Path | None) -> tuple[Any, dict
     tried = {}
     for C in grid:  # choose C on the model-selection split, never on the scored one
         model = TfidfLogReg(C=C).fit(texts, labels)
-        tried[C] = evaluate(model, bench, split="validation", data_dir=data_dir)[bench.metric].value
+        tried[C] = score(model, bench, "validation", data_dir=data_dir).values()[bench.metric]
     best = max(grid, key=lambda c: (tried[c], -c))
     model = TfidfLogReg(C=best).fit(texts, labels)
     seconds = time.perf_counter() - start
@@ -239,16 +249,15 @@ def _sentiment(bench: Benchmark, data_dir: str | Path | None) -> tuple[Any, dict
     return model, config, seconds, sum(len(t) for t in texts)
 
 
-def _generation(bench: Benchmark, data_dir: str | Path | None) -> tuple[Any, dict[str, Any], float, int]:
-    from seqnlp.leaderboard import evaluate
-
+def fit_char_ngram(bench: Benchmark, data_dir: str | Path | None) -> tuple[Any, dict[str, Any], float, int]:
+    """A Kneser-Ney character n-gram model, order chosen on validation: (model, config, seconds, chars)."""
     texts = _column(bench.load_split("train", data_dir=data_dir), bench.columns["text"], "train split")
     grid = (3, 4, 5, 6, 7, 8)
     start = time.perf_counter()
     tried = {}
     for order in grid:
         model = CharNGramLM(order).fit(texts)
-        tried[order] = evaluate(model, bench, split="validation", data_dir=data_dir)[bench.metric].value
+        tried[order] = score(model, bench, "validation", data_dir=data_dir).values()[bench.metric]
     best = min(grid, key=lambda o: (tried[o], o)) if not bench.higher_is_better else max(grid, key=tried.get)
     model = CharNGramLM(best).fit(texts)
     seconds = time.perf_counter() - start
@@ -257,15 +266,9 @@ def _generation(bench: Benchmark, data_dir: str | Path | None) -> tuple[Any, dic
     return model, config, seconds, sum(len(t) for t in texts)
 
 
-def _translation(bench: Benchmark, data_dir: str | Path | None) -> tuple[Any, dict[str, Any], float, int]:
+def fit_copy_source(bench: Benchmark, data_dir: str | Path | None) -> tuple[Any, dict[str, Any], float, int]:
+    """Copy the source sentence (nothing to fit)."""
     return CopySource(), {"baseline": "copy_source"}, 0.0, 0
-
-
-BASELINES = {
-    "sentiment": ("baseline: tf-idf + logreg", _sentiment),
-    "generation": ("baseline: char n-gram (Kneser-Ney)", _generation),
-    "translation": ("baseline: copy source", _translation),
-}
 
 
 def run_baseline(benchmark: str | Path | Benchmark, *, data_dir: str | Path | None = None,
@@ -274,18 +277,12 @@ def run_baseline(benchmark: str | Path | Benchmark, *, data_dir: str | Path | No
 
     Returns the results dict; with `results_dir`, also appends it as results_dir/<benchmark>/<date>-<model>.json.
     """
-    from seqnlp.leaderboard import evaluate
-
     bench = benchmark if isinstance(benchmark, Benchmark) else load_benchmark(benchmark)
-    name, fit = BASELINES[bench.task]
-    model, config, seconds, train_chars = fit(bench, data_dir)
-    scores = evaluate(model, bench, data_dir=data_dir)
-    params = getattr(model, "num_parameters", None)
-    if isinstance(model, CharNGramLM):
-        name = f"baseline: char {model.order}-gram (Kneser-Ney)"
+    model, config, seconds, train_chars = spec(bench.task).baseline(bench, data_dir)
+    evaluation = score(model, bench, data_dir=data_dir)
     result = build_result(
-        benchmark=bench.name, version=bench.version, task=bench.task, split=bench.test_split,
-        scores=list(scores.values()), model=name, params=params,
+        benchmark=bench.name, version=bench.version, task=bench.task, split=evaluation.split,
+        scores=evaluation.scores, model=model.name, params=getattr(model, "num_parameters", None),
         train_seconds=seconds if seconds > 0 else None,
         tokens_per_second=None, seed=0, config=config,
         extra={"train_chars": train_chars} if train_chars else None,

@@ -21,7 +21,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised only on Python 3.10
     import tomli as tomllib
 
-TASK_KINDS = ("sentiment", "generation", "translation")
+from seqnlp.tasks import KINDS
+
+TASK_KINDS = tuple(KINDS)
 
 # Every metric a benchmark may name, with its direction. A file that states the opposite direction
 # is refused: a leaderboard sorted the wrong way is worse than none.
@@ -35,17 +37,9 @@ METRIC_DIRECTIONS: dict[str, bool] = {
     "chrf": True,
 }
 
-# Which metrics each task kind can compute, and which columns it reads.
-TASK_METRICS: dict[str, tuple[str, ...]] = {
-    "sentiment": ("accuracy", "macro_f1"),
-    "generation": ("nats_per_char", "bits_per_char", "perplexity"),
-    "translation": ("bleu", "chrf", "perplexity"),
-}
-TASK_COLUMNS: dict[str, tuple[str, ...]] = {
-    "sentiment": ("text", "label"),
-    "generation": ("text",),
-    "translation": ("source", "target"),
-}
+# Which metrics each task kind can compute, and which columns it reads (views of seqnlp.tasks.KINDS).
+TASK_METRICS: dict[str, tuple[str, ...]] = {name: k.metrics for name, k in KINDS.items()}
+TASK_COLUMNS: dict[str, tuple[str, ...]] = {name: k.columns for name, k in KINDS.items()}
 
 # Files in tasks/ that are not benchmarks.
 NOT_BENCHMARKS = ("references",)
@@ -53,7 +47,7 @@ NOT_BENCHMARKS = ("references",)
 _TOP_KEYS = ("name", "version", "task", "description", "dataset", "columns", "metric")
 _DATASET_REQUIRED = ("hub_id", "mirror", "train_split", "validation_split", "test_split")
 _DATASET_OPTIONAL = {"validation_fraction": 0.1, "validation_seed": 0, "validation_unit": "row"}
-VALIDATION_UNITS = ("row", "sentence")
+VALIDATION_UNITS = ("row", "sentence", "character")
 _METRIC_KEYS = ("primary", "higher_is_better", "all")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 
@@ -85,7 +79,8 @@ class Benchmark:
     higher_is_better: bool  # direction of the primary metric
     metrics: list[str]  # every metric reported (primary included)
     path: Path | None = field(default=None, compare=False)  # the TOML file it came from
-    validation_unit: str = "row"  # what a carved validation set is made of: random rows, or sentences
+    validation_unit: str = "row"  # what a carved part is made of: random rows, sentences, or characters
+    test_fraction: float = 0.0  # with test_split "": the share of train carved off as the scored part
 
     def direction(self, metric: str | None = None) -> bool:
         """True when larger values of `metric` (default: the primary metric) are better."""
@@ -104,11 +99,20 @@ class Benchmark:
             return str((base / self.hub_id).resolve())
         return self.hub_id
 
-    def load_split(self, role: str, *, data_dir: str | Path | None = None) -> Any:
-        """Load one split by role: "train", "validation" (carved from train when so declared) or "test".
+    def split_name(self, role: str = "test") -> str:
+        """The dataset split behind a role, as recorded in results (a carved part is spelled out)."""
+        if role == "test":
+            return self.test_split or f"{self.train_split}[carved test {self.test_fraction:g}]"
+        if role == "validation" and self.validation_split is None:
+            return (f"{self.train_split}[carved validation {self.validation_fraction:g}, "
+                    f"seed {self.validation_seed}]")
+        return self.validation_split if role == "validation" else self.train_split  # type: ignore[return-value]
 
-        "train" is the training split minus the carved validation part when validation is carved.
-        Returns a `datasets.Dataset`.
+    def load_split(self, role: str, *, data_dir: str | Path | None = None) -> Any:
+        """Load one split by role: "train", "validation" or "test" (either carved from train when so declared).
+
+        "train" is the training split minus the carved parts. A carved test part (test_split "", for a dataset
+        that ships none) is cut first, then validation from what is left. Returns a `datasets.Dataset`.
         """
         from seqnlp import data
 
@@ -116,19 +120,31 @@ class Benchmark:
             raise SeqnlpError(f"split role must be train, validation or test, not {role!r}")
         src = self.source(data_dir)
         kwargs = {"data_dir": data_dir} if data_dir is not None else {}
-        if role == "test":
+        if role == "test" and self.test_split:
             return data.load_split(src, self.test_split, **kwargs)
         if role == "validation" and self.validation_split is not None:
             return data.load_split(src, self.validation_split, **kwargs)
         train = data.load_split(src, self.train_split, **kwargs)
+        if not self.test_split:
+            train, test = self._carve(train, self.test_fraction)
+            if role == "test":
+                return test
         if self.validation_split is None:
-            if self.validation_unit == "sentence":
-                train, validation = data.carve_sentences(train, self.columns["text"], self.validation_fraction,
-                                                         self.validation_seed)
-            else:
-                train, validation = data.carve_validation(train, self.validation_fraction, self.validation_seed)
+            share = self.validation_fraction / (1 - (0.0 if self.test_split else self.test_fraction))
+            train, validation = self._carve(train, share)
             return validation if role == "validation" else train
         return train
+
+    def _carve(self, train: Any, fraction: float) -> tuple[Any, Any]:
+        from seqnlp import data
+
+        if self.validation_unit == "sentence":
+            return data.carve_sentences(train, self.columns["text"], fraction, self.validation_seed)
+        if self.validation_unit == "character":  # the end of one long text (a book), cut by characters
+            column = self.columns["text"]
+            head, tail = data.carve_characters([t for t in train[column] if t], fraction)
+            return data.dataset_of({column: head}), data.dataset_of({column: tail})
+        return data.carve_validation(train, fraction, self.validation_seed)
 
 
 def tasks_dir() -> Path:

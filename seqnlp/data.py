@@ -507,6 +507,30 @@ def _carve_sentences(train: datasets.Dataset, column: str, fraction: float, seed
     return train_idx, val_idx
 
 
+def carve_characters(rows: Sequence[str], fraction: float) -> tuple[list[str], list[str]]:
+    """Split rows at `1 - fraction` of their characters: (head rows, tail rows); a row at the cut is split."""
+    total = sum(len(r) for r in rows)
+    cut = int(round(total * (1 - fraction)))
+    head: list[str] = []
+    tail: list[str] = []
+    pos = 0
+    for r in rows:
+        if pos + len(r) <= cut:
+            head.append(r)
+        elif pos >= cut:
+            tail.append(r)
+        else:
+            head.append(r[:cut - pos])
+            tail.append(r[cut - pos:])
+        pos += len(r)
+    return head, tail
+
+
+def dataset_of(columns: dict[str, list[Any]]) -> datasets.Dataset:
+    """A `datasets.Dataset` of the given columns (for parts made in memory, such as a carved text)."""
+    return datasets.Dataset.from_dict(columns)
+
+
 def check_columns(ds: datasets.Dataset, names: Sequence[str], *, source: str | None = None) -> None:
     """Raise a SeqnlpError naming the missing columns and listing the existing ones."""
     missing = [n for n in names if n not in ds.column_names]

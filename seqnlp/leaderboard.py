@@ -22,158 +22,30 @@ are ranked. Published numbers from tasks/references.toml are shown beside each t
 from __future__ import annotations
 
 import argparse
-import importlib
-import math
 import re
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from seqnlp import metrics
+from seqnlp import scoring
 from seqnlp.benchmark import NOT_BENCHMARKS, Benchmark, list_benchmarks, load_benchmark, tasks_dir
 from seqnlp.errors import SeqnlpError, cli_main
-from seqnlp.io import read_json
 from seqnlp.metrics import Score
 from seqnlp.results import append_result, iter_results, read_result
-
-# Task kind → its module, imported only when a run needs it (plain dict registry).
-TASK_MODULES: dict[str, Callable[[], Any]] = {
-    "sentiment": lambda: importlib.import_module("seqnlp.tasks.sentiment"),
-    "generation": lambda: importlib.import_module("seqnlp.tasks.generation"),
-    "translation": lambda: importlib.import_module("seqnlp.tasks.translation"),
-}
-
-SPLIT_ROLES = ("test", "validation", "train")
-
-
-def _bench(benchmark: str | Path | Benchmark) -> Benchmark:
-    return benchmark if isinstance(benchmark, Benchmark) else load_benchmark(benchmark)
-
-
-def split_name(bench: Benchmark, role: str = "test") -> str:
-    """The dataset split behind a role, as recorded in results (carved validation is spelled out)."""
-    if role == "test":
-        return bench.test_split
-    if role == "validation" and bench.validation_split is None:
-        return (f"{bench.train_split}[carved validation {bench.validation_fraction:g}, "
-                f"seed {bench.validation_seed}]")
-    return bench.validation_split if role == "validation" else bench.train_split  # type: ignore[return-value]
-
-
-# ----------------------------------------------------------------------------------------------
-# Bring-your-own-model evaluation
-
-
-def _columns(ds: Any, bench: Benchmark) -> dict[str, list[Any]]:
-    missing = [c for c in bench.columns.values() if c not in ds.column_names]
-    if missing:
-        raise SeqnlpError(f"benchmark {bench.name}: split has no column {missing[0]!r} (columns: "
-                          f"{', '.join(ds.column_names)}); fix [columns] in {bench.path}")
-    return {role: list(ds[col]) for role, col in bench.columns.items()}
-
-
-def _method(model: Any, names: Sequence[str], task: str) -> Callable[..., Any]:
-    for name in names:
-        fn = getattr(model, name, None)
-        if callable(fn):
-            return fn
-    raise SeqnlpError(f"{type(model).__name__} has no {' or '.join(names)}() method, which a {task} model needs "
-                      "(see seqnlp.leaderboard's bring-your-own-model protocol)")
-
-
-def _score_sentiment(model: Any, ds: Any, bench: Benchmark) -> list[Score]:
-    cols = _columns(ds, bench)
-    texts, refs = cols["text"], [int(y) for y in cols["label"]]
-    if any(y < 0 for y in refs):
-        raise SeqnlpError(f"benchmark {bench.name}: the scored split has hidden labels (-1); score a labelled split")
-    feature = ds.features.get(bench.columns["label"]) if hasattr(ds, "features") else None
-    names = list(getattr(feature, "names", None) or [])
-    hyps = list(_method(model, ["predict"], "sentiment")(list(texts)))
-    if len(hyps) != len(refs):
-        raise SeqnlpError(f"predict() returned {len(hyps)} labels for {len(refs)} texts; return one per text")
-    ids = []
-    for h in hyps:
-        if isinstance(h, dict) and "label" in h:  # seqnlp's SentimentPredictor.predict gives {"label", ...}
-            h = h["label"]
-        if isinstance(h, str):
-            if h not in names:
-                raise SeqnlpError(f"predicted label {h!r} is not one of this benchmark's labels "
-                                  f"({', '.join(names) or 'integer ids only'}); return ids or these names")
-            ids.append(names.index(h))
-        elif isinstance(h, bool) or not float(h).is_integer():
-            raise SeqnlpError(f"predicted label {h!r} is not a label id or name")
-        else:
-            ids.append(int(h))
-    labels = list(range(len(names))) if names else None
-    out = {"accuracy": lambda: metrics.accuracy(refs, ids), "macro_f1": lambda: metrics.macro_f1(refs, ids, labels)}
-    return [out[m]() for m in bench.metrics if m in out]
-
-
-def _score_generation(model: Any, ds: Any, bench: Benchmark) -> list[Score]:
-    texts = [t for t in _columns(ds, bench)["text"] if t]
-    log_prob = _method(model, ["log_prob", "score"], "generation")
-    total = 0.0
-    for t in texts:  # one call per row: rows are documents (Tiny Shakespeare's split is a single row)
-        lp = float(log_prob(t))
-        if not math.isfinite(lp) or lp > 1e-6 * max(len(t), 1):
-            raise SeqnlpError(f"log_prob() returned {lp} for a {len(t)}-character text; it must be a finite "
-                              "total natural-log probability (<= 0)")
-        total += min(lp, 0.0)
-    count = sum(len(t) for t in texts)
-    nll = -total
-    out = {"nats_per_char": lambda: metrics.nats_per_char(nll, count),
-           "bits_per_char": lambda: metrics.bits_per_char(nll, count),
-           "perplexity": lambda: metrics.perplexity(nll, count, unit="char")}
-    return [out[m]() for m in bench.metrics if m in out]
-
-
-def _score_translation(model: Any, ds: Any, bench: Benchmark) -> list[Score]:
-    cols = _columns(ds, bench)
-    sources, refs = [str(s) for s in cols["source"]], [str(t) for t in cols["target"]]
-    hyps = list(_method(model, ["translate"], "translation")(list(sources)))
-    if len(hyps) != len(refs) or not all(isinstance(h, str) for h in hyps):
-        raise SeqnlpError(f"translate() must return one string per source sentence ({len(refs)}), "
-                          f"got {len(hyps)} items")
-    out: dict[str, Callable[[], Score]] = {"bleu": lambda: metrics.bleu(hyps, refs),
-                                           "chrf": lambda: metrics.chrf(hyps, refs)}
-    nll_fn = getattr(model, "target_nll", None)
-    if callable(nll_fn):
-        def ppl() -> Score:
-            nll, count = nll_fn(sources, refs)
-            return metrics.perplexity(float(nll), int(count), unit="target token")
-        out["perplexity"] = ppl
-    return [out[m]() for m in bench.metrics if m in out]
-
-
-SCORERS: dict[str, Callable[[Any, Any, Benchmark], list[Score]]] = {
-    "sentiment": _score_sentiment,
-    "generation": _score_generation,
-    "translation": _score_translation,
-}
-
+from seqnlp.tasks import spec
 
 def evaluate(model: Any, benchmark: str | Path | Benchmark, *, split: str | None = None, limit: int | None = None,
              data_dir: str | Path | None = None) -> dict[str, Score]:
-    """Score a bring-your-own model on a benchmark; returns {metric name: Score}.
+    """Score a bring-your-own model on a benchmark; returns {metric name: Score} (`seqnlp.scoring.score`).
 
     `split` is a role: "test" (default: the benchmark's scored split), "validation" (its model-selection
     split, carved from train when so declared) or "train". `limit` scores only the first `limit` rows.
-    The model follows the protocol of the benchmark's task kind (see the module docstring).
     """
-    bench = _bench(benchmark)
-    role = split or "test"
-    if role not in SPLIT_ROLES:
-        raise SeqnlpError(f"split must be one of {', '.join(SPLIT_ROLES)} (a role, not a dataset split name), "
-                          f"not {role!r}")
-    ds = bench.load_split(role, data_dir=data_dir)
-    if limit is not None:
-        if limit < 1:
-            raise SeqnlpError(f"limit must be at least 1, not {limit}")
-        ds = ds.select(range(min(limit, len(ds))))
-    return {s.name: s for s in SCORERS[bench.task](model, ds, bench)}
+    evaluation = scoring.score(model, benchmark, split or "test", limit=limit, data_dir=data_dir)
+    return {s.name: s for s in evaluation.scores}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -380,10 +252,11 @@ def _bench_arg(bench: Benchmark) -> str:
 
 def _call_task(bench: Benchmark, argv: list[str], results_dir: Path) -> dict[str, Any]:
     """Run a task module's main with `argv` + --results, then append its validated result."""
-    module = TASK_MODULES[bench.task]()
+    from seqnlp.tasks import runner, spec
+
     with tempfile.TemporaryDirectory(prefix="seqnlp-leaderboard-") as tmp:
         file = Path(tmp) / "result.json"
-        status = module.main([*argv, "--results", str(file)])
+        status = runner.main(spec(bench.task), [*argv, "--results", str(file)])
         if status:
             raise SeqnlpError(f"seqnlp.tasks.{bench.task} {argv[0]} exited with status {status}; see its message above")
         if not file.is_file():
@@ -403,10 +276,11 @@ def _report(result: dict[str, Any], path: Path, bench: Benchmark) -> None:
 
 
 def _run_benchmark_of(run_dir: Path, given: list[Benchmark]) -> Benchmark:
-    config = read_json(run_dir / "config.json")
-    if not isinstance(config, dict) or "task" not in config:
-        raise SeqnlpError(f"{run_dir / 'config.json'} has no task; is {run_dir} a seqnlp run folder?")
-    named = config.get("benchmark") or (config.get("data") or {}).get("benchmark")
+    from seqnlp.tasks.runner import _source_values, read_config
+
+    _, config = read_config(run_dir)
+    source = _source_values(config)
+    named = None if source.get("dataset") else source.get("benchmark") or spec(config["task"]).default_benchmark
     if len(given) == 1:
         bench = given[0]
     elif named:

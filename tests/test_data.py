@@ -66,7 +66,7 @@ def test_mirror_columns_and_labels(mirror: Path) -> None:
 
 
 def test_mirror_splits_and_unknown_split(mirror: Path) -> None:
-    assert available_splits("imdb") == ["train", "test"]
+    assert available_splits("imdb") == ["train", "test", "unsupervised"]
     assert available_splits("tiny_shakespeare") == ["train", "validation", "test"]  # input.txt is not a split
     with pytest.raises(SeqnlpError, match=r"no split 'validation'; available splits: train, test"):
         load_split("stanfordnlp/imdb", "validation")

@@ -224,9 +224,10 @@ def test_any_bytes_in_a_data_file_load_or_give_one_clear_line(ext: str, content:
 
 def _config_classes() -> list[type]:
     from seqnlp.tasks import generation, sentiment, translation
+    from seqnlp.tasks.runner import SourceConfig
     from seqnlp.trainer import TrainConfig
 
-    return [sentiment.ModelConfig, sentiment.DataConfig, generation.ModelConfig, generation.DataConfig,
+    return [sentiment.ModelConfig, SourceConfig, generation.ModelConfig, generation.DataConfig,
             translation.ModelConfig, translation.DataConfig, translation.DecodeConfig, TrainConfig]
 
 

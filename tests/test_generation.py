@@ -125,7 +125,7 @@ def test_train_writes_a_run_and_a_results_file(run_dir: Path, capsys: pytest.Cap
     nats = result["metrics"]["nats_per_char"]["value"]
     assert result["metrics"]["bits_per_char"]["value"] == pytest.approx(nats / math.log(2))
     assert result["metrics"]["perplexity"]["value"] == pytest.approx(math.exp(nats))
-    assert "last 0.05" in result["split"] and 0 < nats < math.log(60)
+    assert "carved test 0.05" in result["split"] and 0 < nats < math.log(60)
 
 
 def test_log_prob_follows_the_scoring_protocol(run_dir: Path) -> None:
@@ -176,7 +176,7 @@ def test_evaluate_cli_matches_training_report(run_dir: Path, capsys: pytest.Capt
     assert gen.main(["evaluate", "--model", str(run_dir)]) == 0
     out = capsys.readouterr().out
     expected = json.loads((run_dir / "evaluation_test.json").read_text())["nats_per_char"]
-    assert f"{expected:.4f} nats/char" in out
+    assert f"nats_per_char {expected:.4f}" in out
 
 
 def test_unknown_prime_characters_are_named_and_nothing_is_printed(run_dir: Path,

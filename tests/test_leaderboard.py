@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import types
 from pathlib import Path
 
 import datasets
 import pytest
 
-from seqnlp import leaderboard
+from seqnlp import scoring
+from seqnlp.tasks import runner
 from seqnlp.benchmark import load_benchmark
 from seqnlp.errors import SeqnlpError
 from seqnlp.leaderboard import evaluate, load_references, main, rank, render_markdown
@@ -77,16 +77,16 @@ def test_byo_sentiment_label_names_and_constant_predictor() -> None:
         def predict(self, texts: list[str]) -> list[str]:
             return ["pos"] * len(texts)
 
-    scores = {s.name: s.value for s in leaderboard._score_sentiment(Names(), ds, bench)}
+    scores = {s.name: s.value for s in _score_sentiment(Names(), ds, bench)}
     # constant "pos": accuracy 50; F1(pos) = 2/3, F1(neg) = 0 → macro 33.33
     assert scores["accuracy"] == 50.0 and scores["macro_f1"] == pytest.approx(100 / 3)
     class Dicts:  # the shape of seqnlp's own SentimentPredictor.predict
         def predict(self, texts: list[str]) -> list[dict]:
             return [{"text": t, "label": "neg" if t in "ad" else "pos"} for t in texts]
 
-    assert {s.name: s.value for s in leaderboard._score_sentiment(Dicts(), ds, bench)}["accuracy"] == 100.0
-    with pytest.raises(SeqnlpError, match="'1' is not one of"):
-        leaderboard._score_sentiment(AlwaysPositive(), ds, bench)
+    assert {s.name: s.value for s in _score_sentiment(Dicts(), ds, bench)}["accuracy"] == 100.0
+    with pytest.raises(SeqnlpError, match="'1', which is not one of"):
+        _score_sentiment(AlwaysPositive(), ds, bench)
 
 
 def test_byo_generation_and_translation(fixture_tasks: Path) -> None:
@@ -195,8 +195,12 @@ def test_run_baselines_and_show_end_to_end(tmp_path: Path, fixture_tasks: Path,
     assert "resluts is not a folder" in err and len(err.strip().splitlines()) == 1
 
 
-def _fake_task(calls: list[list[str]]) -> types.SimpleNamespace:
-    def fake_main(argv: list[str]) -> int:
+def _score_sentiment(model: object, ds: datasets.Dataset, bench: object) -> list[Score]:
+    return scoring.classification(model, {"text": ds["text"], "label": ds["label"]}, dict(ds.features), bench)[0]
+
+
+def _fake_task(calls: list[list[str]]):
+    def fake_main(spec: object, argv: list[str]) -> int:
         calls.append(list(argv))
         result = build_result(benchmark="tiny_sentiment", version=1, task="sentiment", split="test",
                               scores=[Score("accuracy", 88.0, True)], model="fake rnn", params=1000,
@@ -204,13 +208,13 @@ def _fake_task(calls: list[list[str]]) -> types.SimpleNamespace:
         write_result(argv[argv.index("--results") + 1], result)
         return 0
 
-    return types.SimpleNamespace(main=fake_main)
+    return fake_main
 
 
 def test_run_model_and_train_call_the_task_module(tmp_path: Path, fixture_tasks: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[list[str]] = []
-    monkeypatch.setitem(leaderboard.TASK_MODULES, "sentiment", lambda: _fake_task(calls))
+    monkeypatch.setattr(runner, "main", _fake_task(calls))
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "config.json").write_text(json.dumps({"task": "sentiment", "data": {"benchmark": "tiny_sentiment"}}))

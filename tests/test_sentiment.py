@@ -48,7 +48,7 @@ def test_end_to_end_cli_learns_the_fixture(trained: Path) -> None:
     assert losses[-1] < 0.5 * losses[0]  # the loss falls
     config = json.loads((trained / "config.json").read_text())
     assert config["task"] == "sentiment" and config["labels"] == ["negative", "positive"]
-    assert config["model"]["hidden_size"] == 16 and config["data"]["dataset"] == str(FIXTURE)
+    assert config["model"]["hidden_size"] == 16 and config["source"]["dataset"] == str(FIXTURE)
     for name in ("model.safetensors", "last.safetensors", "tokenizer.json", "log.jsonl"):
         assert (trained / name).is_file(), name
     result = read_result(trained.parent / "result.json")

@@ -12,6 +12,8 @@ import torch
 
 from seqnlp.data import Batch
 from seqnlp.decoding import beam_search, greedy
+from seqnlp import scoring
+from seqnlp.benchmark import load_benchmark
 from seqnlp.errors import SeqnlpError
 from seqnlp.tasks import translation as tr
 from seqnlp.tokenization import BOS, EOS, PAD, Tokenizer
@@ -147,10 +149,13 @@ def _learn_to_reverse() -> None:
     translator = tr.Translator(model, tok, tok, tr.DecodeConfig(beam=3), data)
     hyps = translator.translate(test_src, beam=1)
     assert sum(h == t for h, t in zip(hyps, test_tgt)) >= 45, list(zip(hyps, test_tgt))[:5]
-    result = translator.score(test_src, test_tgt, beam=3)
+    translator.beam = 3
+    scores, details = scoring.translation(translator, {"source": test_src, "target": test_tgt}, {},
+                                          load_benchmark("multi30k_de_en"))
+    result = {s.name: s for s in scores}
     assert result["bleu"].value > 90
     # BLEU is sacreBLEU's own corpus score of the detokenized hypotheses against the raw references
-    expected = sacrebleu.corpus_bleu(result["hypotheses"], [test_tgt]).score
+    expected = sacrebleu.corpus_bleu(translator.translate(test_src), [test_tgt]).score
     assert result["bleu"].value == pytest.approx(expected)
     assert result["perplexity"].value < 1.5
 
@@ -169,7 +174,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_cli_train_writes_a_complete_run(trained_run: Path) -> None:
-    for name in ("config.json", "tokenizer.json", "model.safetensors", "last.safetensors", "test_metrics.json"):
+    for name in ("config.json", "tokenizer.json", "model.safetensors", "last.safetensors", "evaluation_test.json"):
         assert (trained_run / name).exists(), name
     config = json.loads((trained_run / "config.json").read_text())
     assert config["task"] == "translation"
@@ -184,9 +189,10 @@ def test_cli_translate_evaluate_attention(trained_run: Path, tmp_path: Path, cap
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2
     assert lines == tr.load(trained_run).translate(["a b c", "h g"], beam=2)
-    assert run_cli(["evaluate", "--model", str(trained_run), "--split", "validation", "--greedy-too"]) == 0
-    report = json.loads(capsys.readouterr().out)
-    assert {"beam1", "beam2"} <= set(report) and report["sentences"] == 40
+    assert run_cli(["evaluate", "--model", str(trained_run), "--split", "validation", "--beam", "1"]) == 0
+    assert "(40 sentences): bleu" in capsys.readouterr().out
+    report = json.loads((trained_run / "evaluation_validation.json").read_text())
+    assert report["n"] == 40 and report["beam"] == 1
     png = tmp_path / "heat.png"
     assert run_cli(["attention", "--model", str(trained_run), "--text", "a b c d", "--out", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,22 +1,46 @@
-"""Task recipes: how each kind of task is trained and scored (code).
+"""The one registry of task kinds, and the recipes (`seqnlp/tasks/<kind>.py`) behind them.
 
-Which dataset, split and metric make a benchmark is data, in the top-level tasks/*.toml files.
-Every task module exports the `TaskModule` protocol below.
+*How* a kind of task is trained and scored is code: a recipe module that exports `SPEC`, a
+`seqnlp.tasks.runner.TaskSpec` (the runner owns the command line, run folders and results). *Which* dataset,
+split and metric make a benchmark is data, in the top-level tasks/*.toml files, whose `task` key names a kind
+here. The benchmark loader, the scorers, the leaderboard, the baselines and `seqnlp.load` all read `KINDS`.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Protocol
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+from seqnlp.errors import SeqnlpError
 
 
-class TaskModule(Protocol):
-    """What `seqnlp.tasks.<kind>` modules export."""
+@dataclass(frozen=True)
+class Kind:
+    """What a benchmark of this kind must name, and what it can report."""
 
-    TASK: str  # the kind: "sentiment" | "generation" | "translation" (stored in every run's config.json)
+    columns: tuple[str, ...]  # column roles, in [columns] of a benchmark file and --<role>-column flags
+    metrics: tuple[str, ...]  # metrics its scorer computes; the first is the default primary one
+    carve_unit: str = "row"  # what a validation/test part carved from train is made of (row | character)
+    carve_fraction: float = 0.1  # the share of train such a part takes, unless --validation/test-fraction say
 
-    def main(self, argv: list[str] | None = None) -> int:
-        """The command line: train (default), evaluate, and the task's own subcommands."""
 
-    def load(self, run_dir: str | Path) -> Any:
-        """Load a saved run as a ready-to-use object (predict / generate / translate)."""
+KINDS: dict[str, Kind] = {
+    "sentiment": Kind(("text", "label"), ("accuracy", "macro_f1")),
+    "generation": Kind(("text",), ("nats_per_char", "bits_per_char", "perplexity"), carve_unit="character",
+                       carve_fraction=0.05),
+    "translation": Kind(("source", "target"), ("bleu", "chrf", "perplexity")),
+}
+
+
+def kind(name: str) -> Kind:
+    """The registered kind `name`; SeqnlpError listing the known ones otherwise."""
+    if name not in KINDS:
+        raise SeqnlpError(f"unknown task {name!r}; the task kinds are {', '.join(KINDS)}")
+    return KINDS[name]
+
+
+def spec(name: str) -> Any:
+    """The recipe of kind `name` (its module's SPEC), imported on first use so `import seqnlp` stays cheap."""
+    kind(name)
+    return importlib.import_module(f"{__name__}.{name}").SPEC

@@ -37,17 +37,12 @@ model gives (almost) no probability: scores stay finite but are penalised, as in
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import math
 import os
-import re
 import sys
 import time
-import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -55,24 +50,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seqnlp import __version__
-from seqnlp.benchmark import Benchmark, load_benchmark
-from seqnlp.config import add_flags, opt, resolve, to_dict
-from seqnlp.data import Batch, available_splits, check_columns, load_split, mirror_name, pad
+from seqnlp import baselines, scoring
+from seqnlp.config import opt
+from seqnlp.data import Batch, carve_characters, pad  # noqa: F401  (carve_characters: the carve for --dataset)
 from seqnlp.decoding import filter_logits, greedy, sample
 from seqnlp.device import autocast, resolve_device, use_bf16
-from seqnlp.encoders import _FUSED, CELLS, RNNEncoder, State, detach_state
-from seqnlp.errors import SeqnlpError, cli_main
-from seqnlp.io import atomic_write_json, read_json
+from seqnlp.encoders import CELLS, RNNEncoder, State, detach_state, native_kernels
+from seqnlp.errors import SeqnlpError
 from seqnlp.metrics import Score, bits_per_char, nats_per_char, perplexity
-from seqnlp.results import build_result, check_results_path, write_result
-from seqnlp.summary import count_parameters, summary
+from seqnlp.tasks.runner import Command, Prepared, Run, TaskSpec, load_run_of, main as run_main
 from seqnlp.tokenization import Tokenizer
-from seqnlp.trainer import Output, TrainConfig, Trainer, check_run_dir, load_model_weights
+from seqnlp.trainer import Output, load_model_weights
 
 TASK = "generation"
-SUBCOMMANDS = ("train", "generate", "evaluate")
-CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
 EVAL_CHUNK = 4096  # characters per scoring step; the state is carried between chunks, so any size is exact
 EVAL_ROWS = 64  # rows scored side by side (datasets with many short rows)
@@ -97,16 +87,8 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    """Which text: a benchmark from tasks/ (default Tiny Shakespeare), or any text with --dataset."""
+    """How the text becomes training windows (where it comes from is the task layer's "source")."""
 
-    benchmark: str = opt("tiny_shakespeare", "benchmark name in tasks/ or a .toml path")
-    dataset: str = opt("", "any text: hub id, mirror name, folder of <split>.<ext> files, or one file (.txt ...)")
-    text_column: str = opt("", "text column (default: the benchmark's, or 'text')")
-    # For --dataset without validation/test splits these are cut from the end of train, by characters.
-    validation_fraction: float = opt(0.05, "for --dataset without a validation split: share of train characters "
-                                     "held out for model selection", gt=0, max=0.5)
-    test_fraction: float = opt(0.05, "for --dataset without a test split: share of train characters held out "
-                               "for the final score", gt=0, max=0.5)
     batch_size: int = opt(64, "B, contiguous streams trained side by side", min=1)
     seq_length: int = opt(128, "T, characters per training window (backpropagation through time)", min=1)
 
@@ -290,51 +272,22 @@ def lm_scores(total_nll: float, count: int) -> list[Score]:
 
 # ====================================================================== sampling
 
-@contextlib.contextmanager
-def _native_rnn() -> Iterator[None]:
-    """oneDNN off (see _StepDecoder), quietly: torch warns about an Intel-GPU-only setting when it is toggled."""
-    if not torch.backends.mkldnn.enabled:
-        yield
-        return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        with torch.backends.mkldnn.flags(enabled=False):
-            yield
-
-
 class _StepDecoder:
     """`seqnlp.decoding.Decoder` over a CharRNN: one character per step, special tokens never produced.
 
-    A step runs all layers in one fused call (torch.lstm / torch.gru, what RNNEncoder runs per layer), in fp32
-    and without oneDNN: oneDNN's RNN kernel re-lays out the weights on every call, which costs ~10 ms per
-    layer for a single step on the project CPU, against ~0.5 ms for the native kernel. The result is the same
-    function of the weights as `CharRNN.run` on a length-1 input (checked in tests).
+    A step is `RNNEncoder.step` (the fused kernel, fp32, without oneDNN), then the output layer.
     """
 
     def __init__(self, model: CharRNN, banned: Sequence[int]) -> None:
         self.model = model
         self.banned = torch.tensor(list(banned), dtype=torch.long)  # (S,)
-        enc = model.encoder
-        self.weights = [getattr(enc, f"{name}_l{layer}") for layer in range(enc.num_layers)
-                        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
 
     def step(self, tokens: Tensor, state: State | None) -> tuple[Tensor, State]:
-        enc = self.model.encoder
-        x = self.model.embedding(tokens[:, None]).float()  # (N, 1, E)
-        if state is None:
-            zeros = x.new_zeros(enc.num_layers, x.shape[0], enc.hidden_size)  # (L, N, H)
-            state = (zeros, zeros) if enc.cell == "lstm" else zeros
-        with torch.autocast(device_type=x.device.type, enabled=False), _native_rnn():
-            if enc.cell == "lstm":
-                out, h, c = torch.lstm(x, tuple(s.float() for s in state), self.weights, True, enc.num_layers,
-                                       0.0, False, False, True)  # out (N, 1, H)
-                state = (h, c)
-            else:
-                out, state = _FUSED[enc.cell](x, state.float(), self.weights, True, enc.num_layers,
-                                              0.0, False, False, True)  # out (N, 1, H)
+        out, state = self.model.encoder.step(self.model.embedding(tokens), state)  # (N, H)
+        with torch.autocast(device_type=out.device.type, enabled=False):
             if self.model.projection is not None:
-                out = self.model.projection(out)  # (N, 1, E)
-            logits = self.model.head(out)[:, 0].float()  # (N, V)
+                out = self.model.projection(out)  # (N, E)
+            logits = self.model.head(out).float()  # (N, V)
         logits[:, self.banned.to(logits.device)] = float("-inf")
         return logits, state
 
@@ -416,7 +369,7 @@ class CharLM:
         with autocast(self.device, self.bf16):
             state, start = self._prime_state(prime)
             if greedy_decoding:
-                with _native_rnn():
+                with native_kernels():
                     ids = greedy(self._decoder, state, start, length, eos_id=None)[0]
                 text = "".join(self._chars[i] for i in ids)
                 if on_text is not None and text:
@@ -428,7 +381,7 @@ class CharLM:
                 if on_text is not None:
                     on_text(self._chars[int(tokens[0])])
 
-            with _native_rnn():  # one switch for the whole loop; the per-step switch inside is then a no-op
+            with native_kernels():  # one switch for the whole loop; the per-step switch inside is then a no-op
                 ids_t = sample(self._decoder, state, start, length, temperature=temperature, top_k=top_k,
                                top_p=top_p, generator=generator, on_token=emit)  # (1, L)
         return prime + "".join(self._chars[i] for i in ids_t[0].tolist())
@@ -458,22 +411,12 @@ class CharLM:
         return {self._chars[i]: float(p) for i, p in enumerate(probs.tolist()) if p > 0 and self._chars[i]}
 
 
-# ====================================================================== where the text comes from
+# ====================================================================== the recipe
 
-@dataclass
-class Corpus:
-    """The three splits as lists of rows, and where they came from."""
-
-    name: str
-    version: int
-    splits: dict[str, list[str]]  # role (train | validation | test) → rows
-    names: dict[str, str]  # role → split name as recorded in results
-
-
-def _texts(ds: Any, column: str, where: str, source: str) -> list[str]:
-    check_columns(ds, [column], source=source)
+def text_rows(cols: dict[str, list[Any]], where: str) -> list[str]:
+    """The non-empty texts of a split (missing values skipped); SeqnlpError for non-text or no text at all."""
     rows = []
-    for i, text in enumerate(ds[column]):
+    for i, text in enumerate(cols["text"]):
         if text is None:
             continue
         if not isinstance(text, str):
@@ -482,252 +425,71 @@ def _texts(ds: Any, column: str, where: str, source: str) -> list[str]:
         if text:
             rows.append(text)
     if not rows:
-        raise SeqnlpError(f"{where} holds no text in column {column!r}")
+        raise SeqnlpError(f"{where} holds no text")
     return rows
 
 
-def carve_characters(rows: list[str], fraction: float) -> tuple[list[str], list[str]]:
-    """Split rows at `1 - fraction` of their characters: (head rows, tail rows); a row at the cut is split."""
-    total = sum(len(r) for r in rows)
-    cut = int(round(total * (1 - fraction)))
-    head: list[str] = []
-    tail: list[str] = []
-    pos = 0
-    for r in rows:
-        if pos + len(r) <= cut:
-            head.append(r)
-        elif pos >= cut:
-            tail.append(r)
-        else:
-            head.append(r[:cut - pos])
-            tail.append(r[cut - pos:])
-        pos += len(r)
-    return head, tail
-
-
-def load_corpus(data: DataConfig, roles: Sequence[str] = ("train", "validation", "test"),
-                test_split: str | None = None) -> Corpus:
-    """The text of each role: from the benchmark, or from --dataset (missing splits cut from train's end)."""
-    if not data.dataset:
-        bench: Benchmark = load_benchmark(data.benchmark)
-        if bench.task != TASK:
-            raise SeqnlpError(f"benchmark {bench.name!r} is a {bench.task} benchmark, not {TASK}; "
-                              f"run it with python -m seqnlp.tasks.{bench.task}")
-        column = data.text_column or bench.columns.get("text", "text")
-        source = bench.source()
-        names = {"train": bench.train_split, "validation": bench.validation_split or
-                 f"{bench.train_split}[carved {bench.validation_fraction:g}]", "test": test_split or bench.test_split}
-        splits = {}
-        for role in roles:
-            if role == "test" and test_split:
-                ds = load_split(source, test_split)
-            else:
-                ds = bench.load_split(role)
-            splits[role] = _texts(ds, column, f"{bench.name} {role} split ({names[role]})", source)
-        return Corpus(bench.name, bench.version, splits, names)
-    available = available_splits(data.dataset)
-    column = data.text_column or "text"
-    name = re.sub(r"[^a-z0-9_]+", "_", Path(mirror_name(data.dataset)).stem.lower()).strip("_") or "dataset"
-    train_name = "train" if "train" in available else available[0]
-    val_name = next((s for s in ("validation", "valid", "dev") if s in available and s != train_name), None)
-    test_name = test_split or next((s for s in ("test",) if s in available and s != train_name), None)
-    if test_name and test_name not in available:
-        raise SeqnlpError(f"dataset {data.dataset!r} has no split {test_name!r}; its splits are {', '.join(available)}")
-
-    def rows_of(split: str) -> list[str]:
-        return _texts(load_split(data.dataset, split), column, f"{data.dataset} split {split!r}", data.dataset)
-
-    train = rows_of(train_name)
-    splits: dict[str, list[str]] = {}
-    names = {"train": train_name}
-    if test_name is None:  # cut from the end of train: test last, validation before it
-        train, splits["test"] = carve_characters(train, data.test_fraction)
-        names["test"] = f"{train_name}[last {data.test_fraction:g} of characters]"
-    if val_name is None:
-        share = data.validation_fraction / (1 - (data.test_fraction if test_name is None else 0.0))
-        train, splits["validation"] = carve_characters(train, share)
-        names["validation"] = f"{train_name}[{data.validation_fraction:g} of characters before the test part]"
-    splits["train"] = train
-    for role, split in (("validation", val_name), ("test", test_name)):
-        if split is not None and role in roles:
-            splits[role] = rows_of(split)
-            names[role] = split
-    for role in roles:
-        if not splits.get(role) or not any(splits[role]):
-            raise SeqnlpError(f"{data.dataset}: the {role} part is empty; use a longer text")
-    return Corpus(name, 1, {r: splits[r] for r in roles}, names)
-
-
-# ====================================================================== run folder
-
-def run_config(model: ModelConfig, data: DataConfig, train: TrainConfig) -> dict[str, Any]:
-    """What config.json holds: everything needed to rebuild the model and redo the run."""
-    return {"task": TASK, "model": to_dict(model), "data": to_dict(data), "train": to_dict(train),
-            "seqnlp_version": __version__}
-
-
-def read_run(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
-    """The run folder and its config.json, checked to be a generation run."""
-    run = Path(run_dir)
-    if not run.is_dir():
-        raise SeqnlpError(f"model folder {run} does not exist; pass the run folder that training printed")
-    config = read_json(run / CONFIG_FILE)
-    if not isinstance(config, dict) or "task" not in config:
-        raise SeqnlpError(f"{run / CONFIG_FILE} has no 'task' entry; is {run} a seqnlp run folder?")
-    if config["task"] != TASK:
-        raise SeqnlpError(f"{run} holds a {config['task']} model, not a {TASK} model; "
-                          f"use python -m seqnlp.tasks.{config['task']}")
-    return run, config
-
-
-def load(run_dir: str | Path, device: str = "cpu") -> CharLM:
-    """Load a saved generation run (config.json, tokenizer.json, model.safetensors) as a CharLM."""
-    run, config = read_run(run_dir)
-    model_cfg = resolve(ModelConfig, None, config.get("model") or {})
-    data_cfg = resolve(DataConfig, None, config.get("data") or {})
-    tokenizer = Tokenizer.load(run / TOKENIZER_FILE)
-    precision = str((config.get("train") or {}).get("precision", "auto"))
-    model = CharRNN(model_cfg, tokenizer.vocab_size, data_cfg.batch_size, tokenizer.pad_id, precision=precision)
-    load_model_weights(run, model, "best")
-    return CharLM(model, tokenizer, device=device, precision=precision)
-
-
-def _model_description(config: ModelConfig) -> str:
-    tied = " tied" if config.tie_weights else ""
-    return f"{config.layers}x{config.cell} {config.embedding_size}/{config.hidden_size} char{tied}"
-
-
-# ====================================================================== command line
-
-def _train_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m seqnlp.tasks.generation [train]",
-                                description="Train a character language model (default: 2x512 LSTM on Tiny "
-                                            "Shakespeare for 25 minutes) and score it in nats/char.")
-    add_flags(p, ModelConfig, group="model")
-    add_flags(p, DataConfig, group="data")
-    add_flags(p, TrainConfig, group="training")
-    p.add_argument("--output", help="run folder (default: runs/generation-<UTC time>)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run in RUN_DIR")
-    p.add_argument("--results", metavar="FILE", help="write the scored split's metrics as a results JSON")
-    return p
-
-
-def _show(label: str, scores: Sequence[Score], count: int) -> str:
-    values = {s.name: s.value for s in scores}
-    return (f"{label}: {values['nats_per_char']:.4f} nats/char, {values['bits_per_char']:.4f} bits/char, "
-            f"perplexity {values['perplexity']:.3f} ({count:,} characters)")
-
-
-def train(argv: list[str]) -> int:
-    """The `train` subcommand."""
-    args = _train_parser().parse_args(argv)
-    saved: dict[str, Any] = {}
-    if args.resume:
-        if args.output and Path(args.output) != Path(args.resume):
-            raise SeqnlpError("--resume continues RUN_DIR in place; leave out --output (or give the same folder)")
-        _, saved = read_run(args.resume)
-    data_cfg = resolve(DataConfig, args, saved.get("data"))
-    model_cfg = resolve(ModelConfig, args, saved.get("model"))
-    train_cfg = resolve(TrainConfig, args, saved.get("train") or TRAIN_DEFAULTS)
-    run_dir = Path(args.resume or args.output or
-                   f"runs/{TASK}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}")
-    check_run_dir(run_dir, resume=bool(args.resume), overwrite=train_cfg.overwrite)  # before any data is read
-    check_results_path(args.results)
-    wall0 = time.perf_counter()
-    torch.manual_seed(train_cfg.seed)
-
+def prepare(run: Run) -> Prepared:
+    """Text → char tokenizer → one <bos>-separated stream → windows of the stateful language model."""
+    data: DataConfig = run.settings["data"]
+    train_cfg = run.settings["train"]
     t0 = time.perf_counter()
-    corpus = load_corpus(data_cfg)
-    if args.resume and (run_dir / TOKENIZER_FILE).exists():
-        tokenizer = Tokenizer.load(run_dir / TOKENIZER_FILE)
-    else:
-        tokenizer = Tokenizer.train(corpus.splits["train"], level="char")
-    encoded = {role: tokenizer.encode_batch(rows) for role, rows in corpus.splits.items()}
+    texts = {role: text_rows(run.rows(role)[0], run.where(role)) for role in ("train", "validation", "test")}
+    tokenizer = run.tokenizer(TOKENIZER_FILE, lambda: Tokenizer.train(texts["train"], level="char"))
+    encoded = {role: tokenizer.encode_batch(rows) for role, rows in texts.items()}
     stream = to_stream(encoded["train"], tokenizer.bos_id)  # (N,)
-    chars = {role: sum(len(r) for r in rows) for role, rows in corpus.splits.items()}
+    chars = {role: sum(len(r) for r in rows) for role, rows in texts.items()}
     # Flags that cannot fit the text fail before anything is printed about the data.
-    if len(Windows(stream, data_cfg.batch_size, data_cfg.seq_length)) == 0:
+    if len(Windows(stream, data.batch_size, data.seq_length)) == 0:
         raise SeqnlpError(f"the training text ({chars['train']:,} characters) is too short for --batch-size "
-                          f"{data_cfg.batch_size} x --seq-length {data_cfg.seq_length}; lower them")
+                          f"{data.batch_size} x --seq-length {data.seq_length}; lower them")
     for role in ("validation", "test"):
         unknown = sum(r.count(tokenizer.unk_id) for r in encoded[role])
         if unknown:
             print(f"note: {unknown} character(s) of the {role} split never occur in train; they count as <unk>",
                   file=sys.stderr)
-    print(f"data: {corpus.name} — train {chars['train']:,}, validation {chars['validation']:,}, "
-          f"test ({corpus.names['test']}) {chars['test']:,} characters; vocabulary {tokenizer.vocab_size} "
+    print(f"data: {run.bench.name} — train {chars['train']:,}, validation {chars['validation']:,}, "
+          f"test ({run.bench.split_name()}) {chars['test']:,} characters; vocabulary {tokenizer.vocab_size} "
           f"(4 special); prepared in {time.perf_counter() - t0:.1f}s", flush=True)
-
-    model = CharRNN(model_cfg, tokenizer.vocab_size, data_cfg.batch_size, tokenizer.pad_id,
+    model = CharRNN(run.settings["model"], tokenizer.vocab_size, data.batch_size, tokenizer.pad_id,
                     precision=train_cfg.precision)
-    example = Windows(stream, 1, min(data_cfg.seq_length, 32))[0]
+    example = Windows(stream, 1, min(data.seq_length, 32))[0]
     example.index = None
-    print(summary(model, example), flush=True)
-    device = resolve_device(train_cfg.device)
-    bf16 = use_bf16(train_cfg.precision, device)
-    sampler_seed = train_cfg.seed
 
-    def evaluate(m: nn.Module) -> dict[str, float]:
-        total, count = split_nll(m, encoded["validation"], tokenizer.bos_id, device)  # type: ignore[arg-type]
-        text = CharLM(m, tokenizer, device=device, precision=train_cfg.precision).generate("", SAMPLE_EVERY_EVAL, temperature=0.8,
-                                                            seed=sampler_seed)
+    def validate(m: nn.Module) -> dict[str, float]:
+        total, count = split_nll(m, encoded["validation"], tokenizer.bos_id, run.device)  # type: ignore[arg-type]
+        text = CharLM(m, tokenizer, device=run.device, precision=train_cfg.precision).generate(  # type: ignore[arg-type]
+            "", SAMPLE_EVERY_EVAL, temperature=0.8, seed=train_cfg.seed)
         print(f"--- sample (temperature 0.8) ---\n{text}\n---", file=sys.stderr, flush=True)
         return {s.name: s.value for s in lm_scores(total, count)}
 
-    config = run_config(model_cfg, data_cfg, train_cfg)
-    trainer = Trainer(
-        model, train_cfg, run_dir,
-        train_batches=lambda epoch: epoch_windows(stream, data_cfg.batch_size, data_cfg.seq_length, epoch,
-                                                  train_cfg.seed),
-        evaluate=evaluate, metric="nats_per_char", higher_is_better=False,
-        artifacts={CONFIG_FILE: json.dumps(config, indent=2) + "\n", TOKENIZER_FILE: tokenizer.to_str()})
-    result = trainer.fit(resume=bool(args.resume))
+    return Prepared(model=model, validate=validate, example=example, artifacts={TOKENIZER_FILE: tokenizer.to_str()},
+                    train_batches=lambda epoch: epoch_windows(stream, data.batch_size, data.seq_length, epoch,
+                                                              train_cfg.seed))
 
+
+def load(run_dir: str | Path, device: str = "cpu") -> CharLM:
+    """A saved generation run (config.json, tokenizer.json, model.safetensors) as a CharLM."""
+    return load_run_of(SPEC, run_dir, device)
+
+
+def _load(run_dir: Path, settings: dict[str, Any], device: str) -> CharLM:
+    tokenizer = Tokenizer.load(run_dir / TOKENIZER_FILE)
+    precision = settings["train"].precision
+    model = CharRNN(settings["model"], tokenizer.vocab_size, settings["data"].batch_size, tokenizer.pad_id,
+                    precision=precision)
     load_model_weights(run_dir, model, "best")
-    model.to(device)
-    with autocast(device, bf16):
-        valid = split_nll(model, encoded["validation"], tokenizer.bos_id, device)
-        test = split_nll(model, encoded["test"], tokenizer.bos_id, device)
-    valid_scores, test_scores = lm_scores(*valid), lm_scores(*test)
-    print(_show(f"{corpus.name} validation ({corpus.names['validation']})", valid_scores, valid[1]))
-    print(_show(f"{corpus.name} test ({corpus.names['test']})", test_scores, test[1]))
-    evaluation = {"benchmark": corpus.name, "split": corpus.names["test"],
-                  **{s.name: s.value for s in test_scores},
-                  "validation": {s.name: s.value for s in valid_scores}, "best_step": result.best_step}
-    atomic_write_json(run_dir / "evaluation_test.json", evaluation)
-    params = count_parameters(model)[0]
-    print(f"training: {result.steps} steps, {result.epochs:g} epochs in {result.train_seconds / 60:.1f} min "
-          f"({result.stopped}), {result.tokens_per_second:,.0f} characters/s; best validation nats/char "
-          f"{result.best_metric:.4f} at step {result.best_step}; wall time {(time.perf_counter() - wall0) / 60:.1f} min")
-    if args.results:
-        out = build_result(benchmark=corpus.name, version=corpus.version, task=TASK, split=corpus.names["test"],
-                           scores=test_scores, model=_model_description(model_cfg), params=params,
-                           train_seconds=result.train_seconds, tokens_per_second=result.tokens_per_second,
-                           seed=train_cfg.seed, config=config,
-                           extra={"validation": {s.name: s.value for s in valid_scores},
-                                  "validation_split": corpus.names["validation"], "best_step": result.best_step,
-                                  "steps": result.steps, "epochs": result.epochs, "stopped": result.stopped,
-                                  "wall_seconds": round(time.perf_counter() - wall0, 1)})
-        print(f"results: {write_result(args.results, out)}")
-    _usage(run_dir)
-    return 0
+    return CharLM(model, tokenizer, device=device, precision=precision)
 
 
-def _usage(run_dir: Path) -> None:
-    print(f"\nmodel saved in {run_dir}. Use it:\n"
-          f"  python -m seqnlp.tasks.generation generate --model {run_dir} --prime \"ROMEO:\" --length 500\n"
-          f"  python -m seqnlp.tasks.generation evaluate --model {run_dir}\n"
-          f"or in Python:\n"
-          f"  import seqnlp\n"
-          f"  lm = seqnlp.load(\"{run_dir}\")\n"
-          f"  lm.generate(prime=\"ROMEO:\", length=500, temperature=0.8, seed=1)")
+def describe(settings: dict[str, Any]) -> str:
+    """The model's name in results, e.g. '2xlstm 128/512 char'."""
+    config: ModelConfig = settings["model"]
+    return f"{config.layers}x{config.cell} {config.embedding_size}/{config.hidden_size} char" + (
+        " tied" if config.tie_weights else "")
 
 
-def generate_cmd(argv: list[str]) -> int:
-    """The `generate` subcommand: stream sampled text to stdout."""
-    p = argparse.ArgumentParser(prog="python -m seqnlp.tasks.generation generate",
-                                description="Sample text from a trained character model, streamed as it is produced.")
-    p.add_argument("--model", required=True, metavar="RUN_DIR", help="run folder written by training")
+def _generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prime", default="", help="text to start from (default: a new text, from <bos>)")
     p.add_argument("--length", type=int, default=500, help="characters to generate after the prime (default 500)")
     p.add_argument("--temperature", type=float, default=1.0, help="> 0; below 1 is more conservative (default 1)")
@@ -737,9 +499,12 @@ def generate_cmd(argv: list[str]) -> int:
                    "(default: a fresh one)")
     p.add_argument("--num-samples", type=int, default=1, help="independent samples; sample i uses seed + i")
     p.add_argument("--greedy", action="store_true", help="always take the most likely character")
-    args = p.parse_args(argv)
+
+
+def _generate(args: argparse.Namespace, load_model: Callable[[], CharLM]) -> int:
+    """Stream sampled text to stdout."""
     check_sampling(args.length, args.temperature, args.top_k, args.top_p, args.num_samples)
-    lm = load(args.model)
+    lm = load_model()
     lm.check_prime(args.prime)  # before anything is written
     seed = args.seed if args.seed is not None else int(torch.seed() % 2**31)
     if args.seed is None and not args.greedy:
@@ -763,57 +528,21 @@ def generate_cmd(argv: list[str]) -> int:
     return 0
 
 
-def evaluate_cmd(argv: list[str]) -> int:
-    """The `evaluate` subcommand: nats/char, bits/char and perplexity of a saved model on a split."""
-    p = argparse.ArgumentParser(prog="python -m seqnlp.tasks.generation evaluate",
-                                description="Score a saved character model on a split (nats/char, bits/char, perplexity).")
-    p.add_argument("--model", required=True, metavar="RUN_DIR", help="run folder written by training")
-    p.add_argument("--split", default="test", help="test (default), validation, train, or a split name of the data")
-    p.add_argument("--benchmark", help="benchmark name or .toml (default: the one the model was trained on)")
-    p.add_argument("--dataset", help="any text instead of the benchmark's")
-    p.add_argument("--text-column", help="text column (default: the training run's)")
-    p.add_argument("--results", metavar="FILE", help="write the metrics as a results JSON")
-    args = p.parse_args(argv)
-    lm = load(args.model)
-    run, config = read_run(args.model)
-    saved = dict(config.get("data") or {})
-    if args.dataset:
-        saved.update(dataset=args.dataset, text_column="")
-    elif args.benchmark:
-        saved.update(benchmark=args.benchmark, dataset="", text_column="")
-    if args.text_column:
-        saved["text_column"] = args.text_column
-    data_cfg = resolve(DataConfig, None, saved)
-    role = args.split if args.split in ("train", "validation", "test") else "test"
-    corpus = load_corpus(data_cfg, roles=(role,), test_split=None if role == args.split else args.split)
-    rows = corpus.splits[role]
-    unknown = lm.unknown_characters("".join(rows))
-    if unknown:
-        print(f"note: {len(unknown)} distinct character(s) never seen in training count as <unk>: "
-              + " ".join(repr(c) for c in unknown[:20]), file=sys.stderr)
-    total, count = lm.nll(rows)
-    scores = lm_scores(total, count)
-    print(_show(f"{corpus.name} {corpus.names[role]}", scores, count))
-    if args.results:
-        out = build_result(benchmark=corpus.name, version=corpus.version, task=TASK, split=corpus.names[role],
-                           scores=scores, model=_model_description(lm.model.config),
-                           params=count_parameters(lm.model)[0], train_seconds=None, tokens_per_second=None,
-                           seed=(config.get("train") or {}).get("seed"), config=config,
-                           extra={"model_dir": str(run)})
-        print(f"results: {write_result(args.results, out)}")
-    return 0
+SPEC = TaskSpec(
+    name=TASK, summary="Train a character language model (default: 2x512 LSTM on Tiny Shakespeare for 25 "
+                       "minutes) and score it in nats/char.",
+    sections={"model": ModelConfig, "data": DataConfig}, default_benchmark="tiny_shakespeare",
+    train_defaults=TRAIN_DEFAULTS, presets={}, metric="nats_per_char", higher_is_better=False, prepare=prepare,
+    load=_load, score=scoring.language_model, describe=describe, baseline=baselines.fit_char_ngram,
+    usage=('{module} generate --model {run} --prime "ROMEO:" --length 500',),
+    commands={"generate": Command("Sample text from a trained character model, streamed as it is produced.",
+                                  _generate_arguments, _generate)},
+)
 
 
-@cli_main
 def main(argv: list[str] | None = None) -> int:
     """`python -m seqnlp.tasks.generation [train|generate|evaluate] ...`; train is the default."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    command = argv.pop(0) if argv and argv[0] in SUBCOMMANDS else "train"
-    if command == "generate":
-        return generate_cmd(argv)
-    if command == "evaluate":
-        return evaluate_cmd(argv)
-    return train(argv)
+    return run_main(SPEC, argv)
 
 
 if __name__ == "__main__":

@@ -33,9 +33,8 @@ import math
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -44,23 +43,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seqnlp import __version__
-from seqnlp.benchmark import Benchmark, load_benchmark
-from seqnlp.config import add_flags, opt, resolve, to_dict
-from seqnlp.data import Batch, BucketBatchSampler, available_splits, check_columns, mirror_name, pad
+from seqnlp import baselines, scoring
+from seqnlp.benchmark import load_benchmark
+from seqnlp.config import opt
+from seqnlp.data import Batch, BucketBatchSampler, check_columns, pad
 from seqnlp.device import autocast, resolve_device, use_bf16
 from seqnlp.encoders import CELLS, POOL_MODES, Dropout, LockedDropout, Pooler, RNNEncoder
-from seqnlp.errors import SeqnlpError, cli_main
-from seqnlp.io import atomic_write_bytes, atomic_write_json, read_json
-from seqnlp.metrics import Score, accuracy, confusion, macro_f1
-from seqnlp.results import build_result, check_results_path, write_result
-from seqnlp.summary import count_parameters, summary
+from seqnlp.errors import SeqnlpError
+from seqnlp.io import atomic_write_bytes
+from seqnlp.metrics import accuracy, macro_f1
+from seqnlp.scoring import unlabelled as _unlabeled
+from seqnlp.tasks.runner import Command, Prepared, Run, TaskSpec, load_run_of, main as run_main
 from seqnlp.tokenization import LEVELS, UNK, Tokenizer
-from seqnlp.trainer import Output, TrainConfig, Trainer, check_run_dir, load_model_weights
+from seqnlp.trainer import Output, load_model_weights
 
 TASK = "sentiment"
-SUBCOMMANDS = ("train", "evaluate", "predict")
-CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
 EVAL_BATCH_TOKENS = 64_000  # evaluation batches hold about this many padded tokens (no gradients: big is fine)
 _BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)  # IMDB reviews keep their HTML line breaks verbatim
@@ -109,22 +106,6 @@ class ModelConfig:
     # Members differ in their initial weights and dropout draws; all see the same batches.
     ensemble: int = opt(1, "train this many classifiers side by side and predict the mean of their "
                         "probabilities (each step costs that many times more)", min=1)
-
-
-@dataclass
-class DataConfig:
-    """Which data: a benchmark from tasks/ (default IMDB), or any text/label dataset with --dataset."""
-
-    benchmark: str = opt("imdb", "benchmark name in tasks/ (imdb, sst2) or a .toml path")
-    # With --dataset the benchmark's data is replaced; empty settings below are then guessed.
-    dataset: str = opt("", "any dataset: hub id, mirror name, folder of <split>.<ext> files, or one file")
-    text_column: str = opt("", "text column (default: the benchmark's, or 'text')")
-    label_column: str = opt("", "label column (default: the benchmark's, or 'label')")
-    train_split: str = opt("", "training split (default: the benchmark's, or 'train')")
-    eval_split: str = opt("", "scored split (default: the benchmark's; for --dataset: test if present, "
-                          "else validation)")
-    validation_fraction: float = opt(0.1, "for --dataset without a separate validation split: the share of "
-                                     "train carved off for model selection", gt=0, max=0.5)
 
 
 # Training settings this task starts from, under each benchmark's own preset (flags still win).
@@ -277,10 +258,6 @@ def _label_kind(values: Sequence[Any], feature: Any, where: str) -> str:
                       f"({type(bad).__name__}); convert the label column (or choose another with --label-column)")
 
 
-def _unlabeled(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v)) or (not isinstance(v, str) and int(v) == -1)
-
-
 def label_names(values: Sequence[Any], feature: Any, where: str) -> list[str]:
     """The class names of a training label column: ClassLabel names, or the sorted distinct values."""
     kind = _label_kind(values, feature, where)
@@ -383,91 +360,25 @@ def predict_logits(model: nn.Module, split: Split, pad_id: int, device: torch.de
     return out if out is not None else torch.empty(0, 0)
 
 
-def score(model: nn.Module, split: Split, pad_id: int, device: torch.device, bf16: bool,
-          names: Sequence[str]) -> tuple[list[Score], dict[str, Any]]:
-    """Accuracy and macro-F1 (percent, scikit-learn) on the labelled rows, plus loss and confusion matrix."""
-    split = split.labelled()
-    if not split.ids:
-        raise SeqnlpError(f"split {split.name!r} has no labelled rows to score")
+def validate(model: nn.Module, split: Split, pad_id: int, device: torch.device, bf16: bool,
+             classes: int) -> dict[str, float]:
+    """Model-selection metrics on the validation split: accuracy, macro-F1 (percent) and the mean loss."""
     logits = predict_logits(model, split, pad_id, device, bf16)  # (N, C)
-    refs = split.labels.tolist()
-    hyps = logits.argmax(1).tolist()
-    labels = list(range(len(names)))
-    scores = [accuracy(refs, hyps), macro_f1(refs, hyps, labels=labels)]
-    loss = float(F.cross_entropy(logits, torch.from_numpy(split.labels)))
-    return scores, {"loss": loss, "confusion": confusion(refs, hyps, labels), "n": len(refs)}
+    refs, hyps = split.labels.tolist(), logits.argmax(1).tolist()
+    return {"accuracy": accuracy(refs, hyps).value, "macro_f1": macro_f1(refs, hyps, list(range(classes))).value,
+            "loss": float(F.cross_entropy(logits, torch.from_numpy(split.labels)))}
 
 
-# ====================================================================== where the data comes from
-
-def data_source(data: DataConfig) -> tuple[Benchmark, dict[str, str]]:
-    """The benchmark to run (for --dataset, one made on the spot) and the text/label column names."""
-    if not data.dataset:
-        bench = load_benchmark(data.benchmark)
-        if bench.task != TASK:
-            raise SeqnlpError(f"benchmark {bench.name!r} is a {bench.task} benchmark, not {TASK}; "
-                              f"run it with python -m seqnlp.tasks.{bench.task}")
-        changes: dict[str, Any] = {}
-        if data.train_split:
-            changes["train_split"] = data.train_split
-        if data.eval_split:
-            changes["test_split"] = data.eval_split
-            if bench.validation_split == data.eval_split:
-                changes["validation_split"] = None  # never select the model on the scored split
-        bench = replace(bench, **changes) if changes else bench
-        cols = {"text": data.text_column or bench.columns["text"], "label": data.label_column or bench.columns["label"]}
-        return bench, cols
-    splits = available_splits(data.dataset)
-    train = data.train_split or "train"
-    if train not in splits:
-        raise SeqnlpError(f"dataset {data.dataset!r} has no split {train!r}; its splits are {', '.join(splits)}; "
-                          "choose one with --train-split")
-    others = [s for s in splits if s != train]
-    scored = data.eval_split or next((s for s in ("test", "validation") if s in others), "")
-    if not scored:
-        raise SeqnlpError(f"dataset {data.dataset!r} has only the split(s) {', '.join(splits)}; "
-                          "name the scored split with --eval-split (it must differ from the training split)")
-    if scored == train:
-        raise SeqnlpError("--eval-split equals --train-split; score on a held-out split")
-    validation = "validation" if "validation" in others and scored != "validation" else None
-    bench = Benchmark(name=_slug(mirror_name(data.dataset)), version=1, task=TASK,
-                      description=f"{data.dataset} (user dataset)", hub_id=data.dataset, mirror="",
-                      train_split=train, validation_split=validation, validation_fraction=data.validation_fraction,
-                      validation_seed=0, test_split=scored, columns={"text": "text", "label": "label"},
-                      metric="accuracy", higher_is_better=True, metrics=["accuracy", "macro_f1"])
-    return bench, {"text": data.text_column or "text", "label": data.label_column or "label"}
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9_]+", "_", Path(text).stem.lower()).strip("_") or "dataset"
-
-
-def _source(bench: Benchmark) -> str:
-    return bench.source()
-
-
-def load_rows(bench: Benchmark, role: str, cols: dict[str, str]) -> tuple[list[Any], list[Any], Any, str]:
-    """(texts, raw labels, label feature, description) of one split role: train, validation or test."""
-    ds = bench.load_split(role)  # validation is carved from train when the benchmark says so
-    split_name = {"train": bench.train_split, "test": bench.test_split}.get(
-        role, bench.validation_split or f"{bench.train_split}, carved {bench.validation_fraction:g}")
-    where = f"{bench.name} {role} split ({split_name})"
-    check_columns(ds, [cols["text"], cols["label"]], source=_source(bench))
-    if len(ds) == 0:
-        raise SeqnlpError(f"{where} is empty; check the dataset and --train-split / --eval-split")
-    return list(ds[cols["text"]]), list(ds[cols["label"]]), ds.features[cols["label"]], where
-
-
-def make_split(texts: Sequence[Any], raw_labels: Sequence[Any], feature: Any, where: str, names: Sequence[str],
-               tokenizer: Tokenizer, config: ModelConfig) -> Split:
-    """Check, tokenize and label one split (unlabeled rows kept, marked -1)."""
-    texts = check_texts(texts, where)
-    labels = label_ids(raw_labels, feature, names, where)
+def make_split(cols: dict[str, list[Any]], feature: Any, where: str, names: Sequence[str], tokenizer: Tokenizer,
+               config: ModelConfig) -> Split:
+    """Check, tokenize and label one split; unlabelled rows (-1 or empty) are left out, with a note."""
+    texts = check_texts(cols["text"], where)
+    labels = label_ids(cols["label"], feature, names, where)
     unlabeled = int((labels < 0).sum())
     if unlabeled:
         print(f"note: {where}: {unlabeled} of {len(labels)} rows have no label (-1 or empty) and are left out",
               file=sys.stderr)
-    return Split(where, texts, encode_texts(tokenizer, texts, config), labels)
+    return Split(where, texts, encode_texts(tokenizer, texts, config), labels).labelled()
 
 
 # ====================================================================== pretrained word vectors
@@ -505,30 +416,6 @@ def pretrain_embedding(model: nn.Module, tokenizer: Tokenizer, texts: Sequence[s
     print(f"pretrained word vectors ({config.pretrain}, {sum(map(len, ids)):,} tokens, {config.pretrain_epochs} "
           f"passes): {int(found.sum()):,} of {tokenizer.vocab_size:,} rows in {seconds:.0f}s", flush=True)
     return seconds
-
-
-# ====================================================================== run folder
-
-def run_config(model: ModelConfig, data: DataConfig, train: TrainConfig, names: Sequence[str]) -> dict[str, Any]:
-    """What config.json holds: everything needed to rebuild the model and redo the run."""
-    return {"task": TASK, "model": to_dict(model), "data": to_dict(data), "train": to_dict(train),
-            "labels": list(names), "seqnlp_version": __version__}
-
-
-def read_run(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
-    """The run folder and its config.json, checked to be a sentiment run."""
-    run = Path(run_dir)
-    if not run.is_dir():
-        raise SeqnlpError(f"model folder {run} does not exist; pass the run folder that training printed")
-    config = read_json(run / CONFIG_FILE)
-    if not isinstance(config, dict) or "task" not in config:
-        raise SeqnlpError(f"{run / CONFIG_FILE} has no 'task' entry; is {run} a seqnlp run folder?")
-    if config["task"] != TASK:
-        raise SeqnlpError(f"{run} holds a {config['task']} model, not a {TASK} model; "
-                          f"use python -m seqnlp.tasks.{config['task']}")
-    if not isinstance(config.get("labels"), list) or len(config["labels"]) < 2:
-        raise SeqnlpError(f"{run / CONFIG_FILE} lists no class labels; the run folder is damaged")
-    return run, config
 
 
 class SentimentPredictor:
@@ -571,16 +458,6 @@ class SentimentPredictor:
         return [self.labels[i] for i in probs.argmax(1).tolist()]
 
 
-def load(run_dir: str | Path, device: str = "cpu") -> SentimentPredictor:
-    """Load a saved sentiment run (config.json, tokenizer.json, model.safetensors) as a SentimentPredictor."""
-    run, config = read_run(run_dir)
-    model_config = resolve(ModelConfig, None, config.get("model") or {})
-    tokenizer = Tokenizer.load(run / TOKENIZER_FILE)
-    model = build_classifier(model_config, tokenizer.vocab_size, len(config["labels"]), tokenizer.pad_id)
-    load_model_weights(run, model, "best")
-    return SentimentPredictor(model, tokenizer, config["labels"], device=device)
-
-
 # ====================================================================== confusion-matrix picture
 
 def save_confusion_png(path: Path, matrix: list[list[int]], names: Sequence[str], title: str) -> bool:
@@ -614,24 +491,61 @@ def save_confusion_png(path: Path, matrix: list[list[int]], names: Sequence[str]
     return True
 
 
-# ====================================================================== command line
+# ====================================================================== the recipe
 
-def _train_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m seqnlp.tasks.sentiment [train]",
-                                description="Train a text classifier (default: bi-LSTM on IMDB) and score it.",
-                                epilog="other subcommands: evaluate --model RUN_DIR [--split S] [--results FILE]; "
-                                       "predict --model RUN_DIR [TEXT ...] (or lines on stdin). "
-                                       "Each takes --help.")
-    add_flags(p, ModelConfig, group="model")
-    add_flags(p, DataConfig, group="data")
-    add_flags(p, TrainConfig, group="training")
-    p.add_argument("--output", help="run folder (default: runs/sentiment-<UTC time>)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run in RUN_DIR")
-    p.add_argument("--results", metavar="FILE", help="write the scored split's metrics as a results JSON")
-    return p
+def prepare(run: Run) -> Prepared:
+    """Rows → tokenizer → labelled splits → classifier (word2vec-started when --pretrain says so)."""
+    config: ModelConfig = run.settings["model"]
+    seed = run.settings["train"].seed
+    (train_cols, train_feat), (valid_cols, valid_feat) = run.rows("train"), run.rows("validation")
+    test_cols, _ = run.rows("test")
+    check_texts(test_cols["text"], run.where("test"))  # bad scored rows fail before the slow part
+    names = label_names(train_cols["label"], train_feat["label"], run.where("train"))
+    t0 = time.perf_counter()
+    # Pretraining text joins the vocabulary (its words need rows); a resumed run has its weights already.
+    unlabelled = pretraining_texts(config.pretrain) if config.pretrain and not run.resume else []
+    tokenizer = run.tokenizer(TOKENIZER_FILE, lambda: Tokenizer.train(
+        (clean(t) for t in [*check_texts(train_cols["text"], run.where("train")), *unlabelled]),
+        level=config.tokenizer, vocab_size=config.vocab_size or None, min_frequency=config.min_frequency,
+        lowercase=config.lowercase))
+    train = make_split(train_cols, train_feat["label"], run.where("train"), names, tokenizer, config)
+    valid = make_split(valid_cols, valid_feat["label"], run.where("validation"), names, tokenizer, config)
+    if not train.ids or not valid.ids:
+        raise SeqnlpError(f"{run.bench.name}: no labelled rows to train on or to select the model with")
+    lengths = train.lengths
+    print(f"data: {run.bench.name} — train {len(train.ids)}, validation {len(valid.ids)}, "
+          f"{run.bench.split_name()} {len(test_cols['text'])} texts; classes {', '.join(names)}; {tokenizer.level} "
+          f"vocabulary {tokenizer.vocab_size}; tokens per text: mean {lengths.mean():.0f}, max {lengths.max()} "
+          f"(truncated at {config.max_length}, {config.truncation}); prepared in {time.perf_counter() - t0:.1f}s",
+          flush=True)
+    model = build_classifier(config, tokenizer.vocab_size, len(names), tokenizer.pad_id)
+    seconds = pretrain_embedding(model, tokenizer, [*train.texts, *unlabelled], config, seed) if unlabelled else 0.0
+    sampler = BucketBatchSampler(lengths, config.batch_size, shuffle=True, seed=seed)
+    return Prepared(model=model, train_batches=lambda epoch: Batches(train, sampler.batches(epoch), tokenizer.pad_id),
+                    validate=lambda m: validate(m, valid, tokenizer.pad_id, run.device, run.bf16, len(names)),
+                    artifacts={TOKENIZER_FILE: tokenizer.to_str()}, saved={"labels": list(names)},
+                    example=Batches(train, [list(range(min(2, len(train.ids))))], tokenizer.pad_id)[0],
+                    pretrain_seconds=seconds)
 
 
-def _model_description(config: ModelConfig) -> str:
+def load(run_dir: str | Path, device: str = "cpu") -> SentimentPredictor:
+    """A saved sentiment run (config.json, tokenizer.json, model.safetensors) as a SentimentPredictor."""
+    return load_run_of(SPEC, run_dir, device)
+
+
+def _load(run_dir: Path, settings: dict[str, Any], device: str) -> SentimentPredictor:
+    labels = settings.get("labels")
+    if not isinstance(labels, list) or len(labels) < 2:
+        raise SeqnlpError(f"{Path(run_dir) / 'config.json'} lists no class labels; the run folder is damaged")
+    tokenizer = Tokenizer.load(Path(run_dir) / TOKENIZER_FILE)
+    model = build_classifier(settings["model"], tokenizer.vocab_size, len(labels), tokenizer.pad_id)
+    load_model_weights(run_dir, model, "best")
+    return SentimentPredictor(model, tokenizer, labels, device=device, precision=settings["train"].precision)
+
+
+def describe(settings: dict[str, Any]) -> str:
+    """The model's name in results, e.g. '1xbi-lstm 128/128 max-pool word'."""
+    config: ModelConfig = settings["model"]
     bi = "bi-" if config.bidirectional and config.cell != "rnn_tanh" else ""
     vectors = (f", {'frozen ' if config.freeze_embedding else ''}word2vec ({config.pretrain})" if config.pretrain
                else ", frozen random embedding" if config.freeze_embedding else "")
@@ -640,195 +554,31 @@ def _model_description(config: ModelConfig) -> str:
             + (f", ensemble of {config.ensemble}" if config.ensemble > 1 else ""))
 
 
-def train(argv: list[str]) -> int:
-    """The `train` subcommand."""
-    args = _train_parser().parse_args(argv)
-    saved: dict[str, Any] = {}
-    if args.resume:
-        if args.output and Path(args.output) != Path(args.resume):
-            raise SeqnlpError("--resume continues RUN_DIR in place; leave out --output (or give the same folder)")
-        _, saved = read_run(args.resume)
-    data_cfg = resolve(DataConfig, args, saved.get("data"))
-    preset = PRESETS.get("" if data_cfg.dataset else Path(data_cfg.benchmark).stem, {})
-    model_cfg = resolve(ModelConfig, args, saved.get("model") or preset.get("model"))
-    train_cfg = resolve(TrainConfig, args, saved.get("train") or {**TRAIN_DEFAULTS, **preset.get("train", {})})
-    run_dir = Path(args.resume or args.output or
-                   f"runs/{TASK}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}")
-    check_run_dir(run_dir, resume=bool(args.resume), overwrite=train_cfg.overwrite)  # before any data is read
-    check_results_path(args.results)
-    wall0 = time.perf_counter()
-    torch.manual_seed(train_cfg.seed)
-
-    bench, cols = data_source(data_cfg)
-    train_rows = load_rows(bench, "train", cols)
-    valid_rows = load_rows(bench, "validation", cols)
-    test_rows = load_rows(bench, "test", cols)
-    names = saved.get("labels") or label_names(train_rows[1], train_rows[2], train_rows[3])
-    check_texts(train_rows[0], train_rows[3])
-    label_ids(train_rows[1], train_rows[2], names, train_rows[3])  # bad labels fail before the slow part
-
-    t0 = time.perf_counter()
-    # Pretraining text joins the vocabulary (its words need rows); a resumed run has its weights already.
-    unlabelled = pretraining_texts(model_cfg.pretrain) if model_cfg.pretrain and not args.resume else []
-    if args.resume and (run_dir / TOKENIZER_FILE).exists():
-        tokenizer = Tokenizer.load(run_dir / TOKENIZER_FILE)
-    else:
-        tokenizer = Tokenizer.train((clean(t) for t in [*train_rows[0], *unlabelled]), level=model_cfg.tokenizer,
-                                    vocab_size=model_cfg.vocab_size or None, min_frequency=model_cfg.min_frequency,
-                                    lowercase=model_cfg.lowercase)
-    train_split = make_split(*train_rows, names=names, tokenizer=tokenizer, config=model_cfg).labelled()
-    valid_split = make_split(*valid_rows, names=names, tokenizer=tokenizer, config=model_cfg).labelled()
-    test_split = make_split(*test_rows, names=names, tokenizer=tokenizer, config=model_cfg)
-    if not train_split.ids or not valid_split.ids:
-        raise SeqnlpError(f"{bench.name}: no labelled rows to train on or to select the model with")
-    lengths = train_split.lengths
-    print(f"data: {bench.name} — train {len(train_split.ids)}, validation {len(valid_split.ids)}, "
-          f"{bench.test_split} {len(test_split.ids)} texts; classes {', '.join(names)}; "
-          f"{tokenizer.level} vocabulary {tokenizer.vocab_size}; tokens per text: mean {lengths.mean():.0f}, "
-          f"max {lengths.max()} (truncated at {model_cfg.max_length}, {model_cfg.truncation}); "
-          f"prepared in {time.perf_counter() - t0:.1f}s", flush=True)
-
-    model = build_classifier(model_cfg, tokenizer.vocab_size, len(names), tokenizer.pad_id)
-    pretrain_seconds, fit_cfg = 0.0, train_cfg
-    if unlabelled:
-        pretrain_seconds = pretrain_embedding(model, tokenizer, [*train_rows[0], *unlabelled], model_cfg,
-                                              train_cfg.seed)
-        if train_cfg.time_budget > 0:  # --time-budget covers pretraining and training together
-            fit_cfg = replace(train_cfg, time_budget=max(train_cfg.time_budget - pretrain_seconds / 60, 0.05))
-    sampler = BucketBatchSampler(lengths, model_cfg.batch_size, shuffle=True, seed=train_cfg.seed)
-    example = Batches(train_split, [list(range(min(2, len(train_split.ids))))], tokenizer.pad_id)[0]
-    print(summary(model, example), flush=True)
-
-    device = resolve_device(train_cfg.device)
-    bf16 = use_bf16(train_cfg.precision, device)
-
-    def evaluate(m: nn.Module) -> dict[str, float]:
-        scores, extra = score(m, valid_split, tokenizer.pad_id, device, bf16, names)
-        return {**{s.name: s.value for s in scores}, "loss": extra["loss"]}
-
-    config = run_config(model_cfg, data_cfg, train_cfg, names)
-    trainer = Trainer(model, fit_cfg, run_dir,
-                      train_batches=lambda epoch: Batches(train_split, sampler.batches(epoch), tokenizer.pad_id),
-                      evaluate=evaluate, metric="accuracy", higher_is_better=True,
-                      artifacts={CONFIG_FILE: json.dumps(config, indent=2) + "\n", TOKENIZER_FILE: tokenizer.to_str()})
-    result = trainer.fit(resume=bool(args.resume))
-
-    load_model_weights(run_dir, model, "best")
-    model.to(device)
-    scores, extra = score(model, test_split, tokenizer.pad_id, device, bf16, names)
-    _report(run_dir, bench, scores, extra, names)
-    evaluation = {"benchmark": bench.name, "split": bench.test_split, **{s.name: s.value for s in scores},
-                  "validation": result.best_metrics, "best_step": result.best_step, **extra}
-    atomic_write_json(run_dir / f"evaluation_{bench.test_split}.json", evaluation)
-    params = count_parameters(model)[0]
-    train_seconds = result.train_seconds + pretrain_seconds
-    print(f"training: {result.steps} steps, {result.epochs:g} epochs in {train_seconds / 60:.1f} min "
-          f"({result.stopped}), {result.tokens_per_second:,.0f} tokens/s; best validation accuracy "
-          f"{result.best_metric:.2f} at step {result.best_step}; wall time {(time.perf_counter() - wall0) / 60:.1f} min")
-    if args.results:
-        out = build_result(benchmark=bench.name, version=bench.version, task=TASK, split=bench.test_split,
-                           scores=scores, model=_model_description(model_cfg), params=params,
-                           train_seconds=train_seconds, tokens_per_second=result.tokens_per_second,
-                           seed=train_cfg.seed, config=config,
-                           extra={"validation": result.best_metrics, "best_step": result.best_step,
-                                  "steps": result.steps, "epochs": result.epochs, "stopped": result.stopped,
-                                  "pretrain_seconds": round(pretrain_seconds, 3),
-                                  "confusion": extra["confusion"], "labels": list(names),
-                                  "wall_seconds": round(time.perf_counter() - wall0, 1)})
-        print(f"results: {write_result(args.results, out)}")
-    _usage(run_dir)
-    return 0
-
-
-def _report(run_dir: Path, bench: Benchmark, scores: list[Score], extra: dict[str, Any], names: Sequence[str],
-            png: str = "confusion_matrix.png") -> None:
-    shown = ", ".join(f"{s.name} {s.value:.2f}" for s in scores)
-    print(f"{bench.name} {bench.test_split} ({extra['n']} texts): {shown}")
+def report(evaluation: scoring.Evaluation, folder: Path | None) -> None:
+    """The confusion matrix, printed and (with matplotlib) saved as a PNG beside the evaluation file."""
+    names, matrix = evaluation.details["labels"], evaluation.details["confusion"]
     width = max(len(n) for n in names)
-    print("confusion (rows: reference, columns: predicted):")
-    print(" " * (width + 2) + "  ".join(n.rjust(6) for n in names))
-    for name, row in zip(names, extra["confusion"]):
-        print(name.rjust(width) + "  " + "  ".join(str(n).rjust(6) for n in row))
-    title = f"{bench.name} {bench.test_split}: " + ", ".join(f"{s.name} {s.value:.2f}" for s in scores)
-    if save_confusion_png(run_dir / png, extra["confusion"], names, title):
-        print(f"confusion matrix: {run_dir / png}")
+    lines = ["confusion (rows: reference, columns: predicted):", " " * (width + 2) + "  ".join(n.rjust(6) for n in names)]
+    lines += [name.rjust(width) + "  " + "  ".join(str(n).rjust(6) for n in row) for name, row in zip(names, matrix)]
+    print("\n".join(lines))
+    if folder is None:
+        return
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", evaluation.split).strip("-")
+    png = folder / ("confusion_matrix.png" if evaluation.split == evaluation.benchmark.test_split
+                    else f"confusion_{slug}.png")
+    title = f"{evaluation.benchmark.name} {evaluation.split}: " + ", ".join(
+        f"{s.name} {s.value:.2f}" for s in evaluation.scores)
+    if save_confusion_png(png, matrix, names, title):
+        print(f"confusion matrix: {png}", file=sys.stderr)
 
 
-def _usage(run_dir: Path) -> None:
-    print(f"\nmodel saved in {run_dir}. Use it:\n"
-          f"  python -m seqnlp.tasks.sentiment predict --model {run_dir} \"a great film\" \"a dull film\"\n"
-          f"  python -m seqnlp.tasks.sentiment evaluate --model {run_dir}\n"
-          f"or in Python:\n"
-          f"  import seqnlp\n"
-          f"  model = seqnlp.load(\"{run_dir}\")\n"
-          f"  model.predict([\"a great film\", \"a dull film\"])  # labels and probabilities")
-
-
-def evaluate_cmd(argv: list[str]) -> int:
-    """The `evaluate` subcommand: score a saved model on a split of its benchmark or of any dataset."""
-    p = argparse.ArgumentParser(prog="python -m seqnlp.tasks.sentiment evaluate",
-                                description="Score a saved sentiment model (accuracy, macro-F1, confusion matrix).")
-    p.add_argument("--model", required=True, metavar="RUN_DIR", help="run folder written by training")
-    p.add_argument("--split", help="split to score (default: the benchmark's scored split)")
-    p.add_argument("--benchmark", help="benchmark name or .toml (default: the one the model was trained on)")
-    p.add_argument("--dataset", help="any dataset instead of the benchmark's")
-    p.add_argument("--text-column", help="text column (default: the training run's)")
-    p.add_argument("--label-column", help="label column (default: the training run's)")
-    p.add_argument("--results", metavar="FILE", help="write the metrics as a results JSON")
-    args = p.parse_args(argv)
-    predictor = load(args.model)
-    run, config = read_run(args.model)
-    saved = dict(config.get("data") or {})
-    if args.dataset:
-        saved.update(dataset=args.dataset, text_column="", label_column="", train_split="", eval_split="")
-    elif args.benchmark:
-        saved.update(benchmark=args.benchmark, dataset="", text_column="", label_column="", eval_split="")
-    for key in ("text_column", "label_column"):
-        if getattr(args, key):
-            saved[key] = getattr(args, key)
-    data_cfg = resolve(DataConfig, None, saved)
-    bench, cols = _eval_source(data_cfg, args.split)
-    texts, raw, feature, where = load_rows(bench, "test", cols)
-    split = make_split(texts, raw, feature, where, predictor.labels, predictor.tokenizer, predictor.model.config)
-    scores, extra = score(predictor.model, split, predictor.tokenizer.pad_id, predictor.device, predictor.bf16,
-                          predictor.labels)
-    _report(run, bench, scores, extra, predictor.labels, png=f"confusion_{_slug(bench.name)}_{_slug(bench.test_split)}.png")
-    if args.results:
-        model_cfg = predictor.model.config
-        out = build_result(benchmark=bench.name, version=bench.version, task=TASK, split=bench.test_split,
-                           scores=scores, model=_model_description(model_cfg),
-                           params=count_parameters(predictor.model)[0], train_seconds=None, tokens_per_second=None,
-                           seed=(config.get("train") or {}).get("seed"), config=config,
-                           extra={"confusion": extra["confusion"], "labels": predictor.labels, "model_dir": str(run)})
-        print(f"results: {write_result(args.results, out)}")
-    return 0
-
-
-def _eval_source(data: DataConfig, split: str | None) -> tuple[Benchmark, dict[str, str]]:
-    """The benchmark/dataset and columns to score on; only the scored split is ever loaded."""
-    if not data.dataset:
-        bench, cols = data_source(replace(data, eval_split=split or data.eval_split))
-        return bench, cols
-    scored = split or data.eval_split
-    if not scored:
-        splits = available_splits(data.dataset)
-        scored = next((s for s in ("test", "validation") if s in splits), splits[0] if splits else "test")
-    bench = Benchmark(name=_slug(mirror_name(data.dataset)), version=1, task=TASK,
-                      description=f"{data.dataset} (user dataset)", hub_id=data.dataset, mirror="",
-                      train_split="train", validation_split=None, validation_fraction=0.1, validation_seed=0,
-                      test_split=scored, columns={}, metric="accuracy", higher_is_better=True,
-                      metrics=["accuracy", "macro_f1"])
-    return bench, {"text": data.text_column or "text", "label": data.label_column or "label"}
-
-
-def predict_cmd(argv: list[str]) -> int:
-    """The `predict` subcommand: JSON lines {"text", "label", "probabilities"} for texts or stdin lines."""
-    p = argparse.ArgumentParser(prog="python -m seqnlp.tasks.sentiment predict",
-                                description="Classify texts given as arguments, or one per line on stdin.")
-    p.add_argument("--model", required=True, metavar="RUN_DIR", help="run folder written by training")
+def _predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("texts", nargs="*", metavar="TEXT", help="texts to classify (default: lines of stdin)")
-    args = p.parse_args(argv)
-    predictor = load(args.model)
+
+
+def _predict(args: argparse.Namespace, load_model: Callable[[], SentimentPredictor]) -> int:
+    """JSON lines {"text", "label", "probabilities"} for texts given as arguments or on stdin."""
+    predictor = load_model()
     texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]  # blank lines skipped
     if not texts:
         raise SeqnlpError("nothing to classify: give texts as arguments or on stdin")
@@ -837,16 +587,20 @@ def predict_cmd(argv: list[str]) -> int:
     return 0
 
 
-@cli_main
+SPEC = TaskSpec(
+    name=TASK, summary="Train a text classifier (default: bi-LSTM on IMDB) and score it.",
+    sections={"model": ModelConfig}, default_benchmark="imdb", train_defaults=TRAIN_DEFAULTS, presets=PRESETS,
+    metric="accuracy", higher_is_better=True, prepare=prepare, load=_load, score=scoring.classification,
+    describe=describe, baseline=baselines.fit_tfidf, report=report,
+    usage=('{module} predict --model {run} "a great film" "a dull film"',),
+    commands={"predict": Command("Classify texts given as arguments, or one per line on stdin.",
+                                 _predict_arguments, _predict)},
+)
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m seqnlp.tasks.sentiment [train|evaluate|predict] ...`; train is the default."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    command = argv.pop(0) if argv and argv[0] in SUBCOMMANDS else "train"
-    if command == "evaluate":
-        return evaluate_cmd(argv)
-    if command == "predict":
-        return predict_cmd(argv)
-    return train(argv)
+    return run_main(SPEC, argv)
 
 
 if __name__ == "__main__":

@@ -23,12 +23,9 @@ returns a `Translator` with `.translate(texts, beam=5)`.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,17 +34,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seqnlp.config import add_flags, opt, resolve, to_dict
+from seqnlp import baselines, scoring
+from seqnlp.config import opt
 from seqnlp.data import Batch, BucketBatchSampler, pad
+from seqnlp.device import resolve_device
 from seqnlp.encoders import RNNEncoder
-from seqnlp.errors import SeqnlpError, cli_main
-from seqnlp.io import atomic_write_json, read_json
+from seqnlp.errors import SeqnlpError
+from seqnlp.tasks.runner import Command, Prepared, Run, TaskSpec, load_run_of, main as run_main
 from seqnlp.tokenization import BOS, EOS, PAD, Tokenizer
-from seqnlp.trainer import Output
+from seqnlp.trainer import Output, load_model_weights
 
 TASK = "translation"
 DEFAULT_BENCHMARK = "multi30k_de_en"
-SUBCOMMANDS = ("train", "translate", "evaluate", "attention")
 JOINT_TOKENIZER = "tokenizer.json"
 SOURCE_TOKENIZER = "source_tokenizer.json"
 TARGET_TOKENIZER = "target_tokenizer.json"
@@ -422,21 +420,6 @@ def corpus_nll(model: Seq2Seq, corpus: Corpus, batch_size: int, device: torch.de
     return total, count
 
 
-def score(model: Seq2Seq, corpus: Corpus, target_tok: Tokenizer, decode: DecodeConfig, beam: int,
-          batch_size: int, device: torch.device) -> dict[str, Any]:
-    """Decode and score a split: {"bleu", "chrf", "perplexity" Scores, "hypotheses", "seconds"}."""
-    from seqnlp import metrics
-
-    assert corpus.targets is not None
-    begin = time.perf_counter()
-    hyps = target_tok.decode_batch(decode_ids(model, corpus, decode, beam, batch_size, device))
-    seconds = time.perf_counter() - begin
-    refs = [t.lower() for t in corpus.targets] if target_tok.lowercase else corpus.targets
-    total, count = corpus_nll(model, corpus, batch_size, device)
-    return {"bleu": metrics.bleu(hyps, refs), "chrf": metrics.chrf(hyps, refs),
-            "perplexity": metrics.perplexity(total, count), "hypotheses": hyps, "seconds": seconds}
-
-
 # ====================================================================== library
 
 class Translator:
@@ -465,6 +448,20 @@ class Translator:
                                   f"training length {self.data_config.max_length}); split it into sentences")
         return corpus
 
+    @property
+    def beam(self) -> int:
+        """The beam size `translate` uses by default (the run's; set it to change it)."""
+        return self.decode_config.beam
+
+    @beam.setter
+    def beam(self, size: int) -> None:
+        self.decode_config = replace(self.decode_config, beam=size)
+
+    @property
+    def lowercase(self) -> bool:
+        """Whether outputs are lowercased (they are then scored against lowercased references)."""
+        return self.target_tokenizer.lowercase
+
     def translate(self, texts: Sequence[str] | str, beam: int | None = None, batch_size: int | None = None) -> list[str]:
         """Translate source sentences (beam 1 = greedy; default: the run's beam size)."""
         beam = self.decode_config.beam if beam is None else beam
@@ -475,12 +472,10 @@ class Translator:
                          self.device)
         return self.target_tokenizer.decode_batch(ids)
 
-    def score(self, sources: Sequence[str], references: Sequence[str], beam: int | None = None) -> dict[str, Any]:
-        """BLEU / chrF / perplexity Scores of translating `sources` against `references`."""
-        beam = self.decode_config.beam if beam is None else beam
+    def target_nll(self, sources: Sequence[str], references: Sequence[str]) -> tuple[float, int]:
+        """(total NLL in nats, target tokens incl. eos) of the references given their sources (teacher-forced)."""
         corpus = self._corpus(sources, references, "evaluation data")
-        return score(self.model, corpus, self.target_tokenizer, self.decode_config, beam,
-                     self.data_config.eval_batch_size, self.device)
+        return corpus_nll(self.model, corpus, self.data_config.eval_batch_size, self.device)
 
     def attention(self, text: str, beam: int | None = None) -> tuple[list[str], list[str], np.ndarray]:
         """(source tokens, output tokens incl. eos, weights (U, T)) of the translation of one sentence."""
@@ -509,144 +504,6 @@ def _tokenizers(run_dir: Path) -> tuple[Tokenizer, Tokenizer]:
     return Tokenizer.load(run_dir / SOURCE_TOKENIZER), Tokenizer.load(run_dir / TARGET_TOKENIZER)
 
 
-def _read_run_config(run_dir: Path) -> dict[str, Any]:
-    if not run_dir.is_dir():
-        raise SeqnlpError(f"run folder {run_dir} does not exist")
-    config = read_json(run_dir / "config.json")
-    if not isinstance(config, dict) or "task" not in config:
-        raise SeqnlpError(f"{run_dir / 'config.json'} has no 'task' entry; is {run_dir} a seqnlp run folder?")
-    if config["task"] != TASK:
-        raise SeqnlpError(f"{run_dir} holds a {config['task']} model, not a {TASK} model; "
-                          f"use python -m seqnlp.tasks.{config['task']}")
-    return config
-
-
-def load(run_dir: str | Path, device: str = "cpu", which: str = "best") -> Translator:
-    """Load a saved translation run as a `Translator` (weights: best on validation, or "last")."""
-    from seqnlp.trainer import load_model_weights
-
-    run_dir = Path(run_dir)
-    config = _read_run_config(run_dir)
-    model_cfg = resolve(ModelConfig, None, config.get("model", {}))
-    data_cfg = resolve(DataConfig, None, config.get("data", {}))
-    decode_cfg = resolve(DecodeConfig, None, config.get("decode", {}))
-    source_tok, target_tok = _tokenizers(run_dir)
-    model = Seq2Seq(model_cfg, source_tok.vocab_size, target_tok.vocab_size)
-    load_model_weights(run_dir, model, which)
-    from seqnlp.device import resolve_device
-
-    return Translator(model, source_tok, target_tok, decode_cfg, data_cfg, resolve_device(device), run_dir)
-
-
-# ====================================================================== command line
-
-def _parser() -> argparse.ArgumentParser:
-    from seqnlp.trainer import TrainConfig
-
-    parser = argparse.ArgumentParser(prog="python -m seqnlp.tasks.translation",
-                                     description="Train and use a recurrent encoder-decoder translator with attention.")
-    sub = parser.add_subparsers(dest="command")
-
-    train = sub.add_parser("train", help="train on a benchmark or a parallel dataset (the default subcommand)")
-    train.add_argument("--benchmark", default=None,
-                       help=f"benchmark name or TOML path (default: {DEFAULT_BENCHMARK} unless --dataset)")
-    train.add_argument("--dataset", default=None, help="hub id, mirror name or local folder of a parallel corpus")
-    train.add_argument("--source-column", default=None, help="source column (default: the benchmark's)")
-    train.add_argument("--target-column", default=None, help="target column (default: the benchmark's)")
-    train.add_argument("--output", default=None, help="run folder (default: runs/translation-<UTC time>)")
-    train.add_argument("--resume", action="store_true", help="continue the run in --output")
-    train.add_argument("--results", default=None, help="write the test scores as a results JSON file here")
-    add_flags(train, ModelConfig, group="model")
-    add_flags(train, DataConfig, group="data")
-    add_flags(train, DecodeConfig, group="decoding")
-    add_flags(train, TrainConfig, group="training")
-
-    for name, help_text in (("translate", "translate sentences given as arguments or on stdin (one per line)"),
-                            ("evaluate", "score a saved run on a split"),
-                            ("attention", "save an attention heatmap PNG for one sentence")):
-        p = sub.add_parser(name, help=help_text)
-        p.add_argument("--model", required=True, help="run folder of a trained translation model")
-        p.add_argument("--beam", type=int, default=None, help="beam size (1 = greedy; default: the run's)")
-        p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
-        if name == "translate":
-            p.add_argument("text", nargs="*", help="sentences (default: read stdin)")
-        elif name == "evaluate":
-            p.add_argument("--split", default="test", help="split role or name (default: test)")
-            p.add_argument("--benchmark", default=None, help="benchmark (default: the run's)")
-            p.add_argument("--dataset", default=None, help="dataset (default: the run's)")
-            p.add_argument("--greedy-too", action="store_true", help="also score greedy decoding, for comparison")
-            p.add_argument("--results", default=None, help="write a results JSON file here")
-        else:
-            p.add_argument("--text", required=True, help="the source sentence")
-            p.add_argument("--out", required=True, help="PNG file to write")
-    return parser
-
-
-@dataclass
-class Source:
-    """Where a run's data comes from: a benchmark or a plain dataset with columns."""
-
-    benchmark: Any  # seqnlp.benchmark.Benchmark | None
-    dataset: str | None
-    source_column: str
-    target_column: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"benchmark": self.benchmark.name if self.benchmark else None,
-                "benchmark_path": str(self.benchmark.path) if self.benchmark and self.benchmark.path else None,
-                "dataset": self.dataset, "source_column": self.source_column, "target_column": self.target_column}
-
-    def split(self, role: str) -> Any:
-        """Load a split by role (train/validation/test) or, for a dataset, by split name too."""
-        from seqnlp import data
-
-        if self.benchmark is not None and self.dataset is None:
-            ds = self.benchmark.load_split(role)
-            where = f"{self.benchmark.name} {role}"
-        else:
-            assert self.dataset is not None
-            splits = data.available_splits(self.dataset)
-            name = role
-            if role == "validation" and "validation" not in splits:
-                if "valid" in splits:
-                    name = "valid"
-                elif "dev" in splits:
-                    name = "dev"
-                else:
-                    train = data.load_split(self.dataset, "train")
-                    return data.carve_validation(train)[1], f"{self.dataset} validation (carved)"
-            if role == "train" and "validation" not in splits and not {"valid", "dev"} & set(splits):
-                return data.carve_validation(data.load_split(self.dataset, "train"))[0], f"{self.dataset} train"
-            if role == "test" and "test" not in splits:
-                raise SeqnlpError(f"dataset {self.dataset!r} has no test split (splits: {', '.join(splits)}); "
-                                  "use evaluate --split NAME")
-            ds = data.load_split(self.dataset, name)
-            where = f"{self.dataset} {name}"
-        data.check_columns(ds, [self.source_column, self.target_column], source=self.dataset or None)
-        return ds, where
-
-
-def _source(benchmark: str | None, dataset: str | None, source_column: str | None,
-            target_column: str | None) -> Source:
-    from seqnlp.benchmark import load_benchmark
-
-    bench = None
-    if dataset is None or benchmark is not None:
-        bench = load_benchmark(benchmark or DEFAULT_BENCHMARK)
-        if bench.task != TASK:
-            raise SeqnlpError(f"benchmark {bench.name!r} is a {bench.task} benchmark, not translation")
-    src_col = source_column or (bench.columns["source"] if bench else None)
-    tgt_col = target_column or (bench.columns["target"] if bench else None)
-    if src_col is None or tgt_col is None:
-        raise SeqnlpError("--dataset needs --source-column and --target-column (e.g. --source-column de "
-                          "--target-column en)")
-    return Source(bench, dataset, src_col, tgt_col)
-
-
-def _texts(ds: Any, source: Source) -> tuple[list[Any], list[Any]]:
-    return list(ds[source.source_column]), list(ds[source.target_column])
-
-
 def _train_tokenizers(sources: list[str], targets: list[str], cfg: DataConfig) -> tuple[Tokenizer, Tokenizer]:
     size = cfg.vocab_size
     if cfg.joint_vocab:
@@ -656,175 +513,101 @@ def _train_tokenizers(sources: list[str], targets: list[str], cfg: DataConfig) -
             Tokenizer.train(targets, level=cfg.tokenizer, vocab_size=size, lowercase=cfg.lowercase))
 
 
-def _print(*parts: Any) -> None:
-    print(*parts, file=sys.stderr, flush=True)
+# ====================================================================== the recipe
 
+def prepare(run: Run) -> Prepared:
+    """Pairs → BPE tokenizer(s) → bucketed batches → Seq2Seq; validation scores greedy BLEU."""
+    from seqnlp import metrics
 
-def _train(args: argparse.Namespace) -> int:
-    from seqnlp import __version__
-    from seqnlp.device import resolve_device
-    from seqnlp.summary import summary
-    from seqnlp.results import check_results_path
-    from seqnlp.trainer import Trainer, TrainConfig, check_run_dir, load_model_weights, seed_everything
-
-    run_dir = Path(args.output) if args.output else Path("runs") / (
-        f"{TASK}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}")
-    # Refuse a bad --output before any data is read or any summary printed.
-    check_run_dir(run_dir, resume=bool(args.resume), overwrite=bool(vars(args).get("overwrite", False)))
-    check_results_path(args.results)
-    if args.resume:
-        if not args.output:
-            raise SeqnlpError("--resume needs --output RUN_DIR (the run to continue)")
-        saved = _read_run_config(run_dir)
-        # Flags typed now are applied on top of the saved settings; the trainer refuses to resume when
-        # that changes config.json, naming what differs, instead of silently ignoring the flags.
-        model_cfg = resolve(ModelConfig, args, saved.get("model", {}))
-        data_cfg = resolve(DataConfig, args, saved.get("data", {}))
-        changed = [f"{part}.{key}" for part, cfg in (("model", model_cfg), ("data", data_cfg))
-                   for key, value in to_dict(cfg).items() if saved.get(part, {}).get(key, value) != value]
-        if changed:
-            raise SeqnlpError(f"cannot resume {run_dir}: config.json differs in {', '.join(changed)}; "
-                              "resume with the settings the run was started with")
-        decode_cfg = resolve(DecodeConfig, args, saved.get("decode", {}))
-        train_cfg = resolve(TrainConfig, args, saved.get("train", {}))
-        where = saved.get("source", {})
-        source = _source(where.get("benchmark_path") or where.get("benchmark"), where.get("dataset"),
-                         where.get("source_column"), where.get("target_column"))
+    data: DataConfig = run.settings["data"]
+    rows = {role: run.rows(role)[0] for role in ("train", "validation", "test")}
+    train_src, train_tgt = rows["train"]["source"], rows["train"]["target"]
+    check_pairs(train_src, train_tgt, run.where("train"))
+    if run.resume:
+        source_tok, target_tok = _tokenizers(run.run_dir)
     else:
-        model_cfg = resolve(ModelConfig, args)
-        data_cfg = resolve(DataConfig, args)
-        decode_cfg = resolve(DecodeConfig, args)
-        train_cfg = resolve(TrainConfig, args, TRAIN_DEFAULTS)
-        source = _source(args.benchmark, args.dataset, args.source_column, args.target_column)
-    device = resolve_device(train_cfg.device)
-    seed_everything(train_cfg.seed)
+        source_tok, target_tok = _train_tokenizers(train_src, train_tgt, data)
+    train = encode_corpus(train_src, train_tgt, source_tok, target_tok, data.max_length, run.where("train"))
+    val, test = (encode_corpus(rows[r]["source"], rows[r]["target"], source_tok, target_tok, None, run.where(r))
+                 for r in ("validation", "test"))
+    print(f"data: {len(train.sources)} train / {len(val.sources)} validation / {len(test.sources)} test pairs; "
+          f"vocabulary {source_tok.vocab_size} source, {target_tok.vocab_size} target "
+          f"({'joint' if data.joint_vocab else 'separate'} {data.tokenizer})", flush=True)
+    model = Seq2Seq(run.settings["model"], source_tok.vocab_size, target_tok.vocab_size)
+    batches = training_batches(train, data, run.settings["train"].seed)
+    refs = [t.lower() for t in val.targets] if target_tok.lowercase else val.targets  # type: ignore[union-attr]
 
-    train_ds, train_where = source.split("train")
-    val_ds, val_where = source.split("validation")
-    test_ds, test_where = source.split("test")
-    train_src, train_tgt = _texts(train_ds, source)
-    check_pairs(train_src, train_tgt, train_where)
-    if args.resume:
-        source_tok, target_tok = _tokenizers(run_dir)
-    else:
-        source_tok, target_tok = _train_tokenizers(train_src, train_tgt, data_cfg)
-    train = encode_corpus(train_src, train_tgt, source_tok, target_tok, data_cfg.max_length, train_where)
-    val = encode_corpus(*_texts(val_ds, source), source_tok, target_tok, None, val_where)
-    test = encode_corpus(*_texts(test_ds, source), source_tok, target_tok, None, test_where)
-    _print(f"data: {len(train.sources)} train / {len(val.sources)} validation / {len(test.sources)} test pairs; "
-           f"vocabulary {source_tok.vocab_size} source, {target_tok.vocab_size} target "
-           f"({'joint' if data_cfg.joint_vocab else 'separate'} {data_cfg.tokenizer})")
-
-    model = Seq2Seq(model_cfg, source_tok.vocab_size, target_tok.vocab_size).to(device)
-    batches = training_batches(train, data_cfg, train_cfg.seed)
-    _print(summary(model, batches(0)[0].to(device)))
-
-    def evaluate(m: nn.Module) -> dict[str, float]:
+    def validate(m: nn.Module) -> dict[str, float]:
         # Greedy validation BLEU for model selection; beam search is kept for the final score.
-        result = score(m, val, target_tok, decode_cfg, 1, data_cfg.eval_batch_size, device)  # type: ignore[arg-type]
-        return {"bleu": result["bleu"].value, "chrf": result["chrf"].value, "perplexity": result["perplexity"].value}
+        hyps = target_tok.decode_batch(decode_ids(m, val, run.settings["decode"], 1, data.eval_batch_size,  # type: ignore[arg-type]
+                                                  run.device))
+        total, count = corpus_nll(m, val, data.eval_batch_size, run.device)  # type: ignore[arg-type]
+        return {"bleu": metrics.bleu(hyps, refs).value, "chrf": metrics.chrf(hyps, refs).value,
+                "perplexity": metrics.perplexity(total, count).value}
 
-    config = {"task": TASK, "model": to_dict(model_cfg), "data": to_dict(data_cfg), "decode": to_dict(decode_cfg),
-              "train": to_dict(train_cfg), "source": source.to_dict(), "seqnlp_version": __version__}
-    artifacts: dict[str, str | bytes] = {"config.json": json.dumps(config, indent=2) + "\n"}
-    if data_cfg.joint_vocab:
-        artifacts[JOINT_TOKENIZER] = source_tok.to_str() + "\n"
-    else:
-        artifacts[SOURCE_TOKENIZER] = source_tok.to_str() + "\n"
-        artifacts[TARGET_TOKENIZER] = target_tok.to_str() + "\n"
-    trainer = Trainer(model, train_cfg, run_dir, train_batches=batches, evaluate=evaluate, metric="bleu",
-                      higher_is_better=True, artifacts=artifacts)
-    fit = trainer.fit(resume=args.resume)
-    _print(f"trained {fit.steps} steps ({fit.epochs:.2f} epochs) in {fit.train_seconds / 60:.1f} min, "
-           f"stopped by {fit.stopped}; best validation BLEU {fit.best_metric:.2f} at step {fit.best_step}")
+    artifacts: dict[str, str | bytes] = ({JOINT_TOKENIZER: source_tok.to_str() + "\n"} if data.joint_vocab else
+                                         {SOURCE_TOKENIZER: source_tok.to_str() + "\n",
+                                          TARGET_TOKENIZER: target_tok.to_str() + "\n"})
+    return Prepared(model=model, train_batches=batches, validate=validate, artifacts=artifacts,
+                    example=batches(0)[0])
 
+
+def load(run_dir: str | Path, device: str = "cpu") -> Translator:
+    """A saved translation run as a `Translator` (weights: the best on validation)."""
+    return load_run_of(SPEC, run_dir, device)
+
+
+def _load(run_dir: Path, settings: dict[str, Any], device: str) -> Translator:
+    source_tok, target_tok = _tokenizers(run_dir)
+    model = Seq2Seq(settings["model"], source_tok.vocab_size, target_tok.vocab_size)
     load_model_weights(run_dir, model, "best")
-    scores = {}
-    for beam in sorted({1, decode_cfg.beam}):
-        result = score(model, test, target_tok, decode_cfg, beam, data_cfg.eval_batch_size, device)
-        scores[beam] = result
-        _print(f"test ({test_where}), beam {beam}: BLEU {result['bleu'].value:.2f}  chrF {result['chrf'].value:.2f}  "
-               f"perplexity {result['perplexity'].value:.2f}  ({len(test.sources) / result['seconds']:.1f} sentences/s)")
-    final = scores[decode_cfg.beam]
-    _print(f"BLEU signature: {final['bleu'].signature}")
-    summary_json = {"split": test_where, "beam": decode_cfg.beam,
-                    "metrics": {k: final[k].to_dict() for k in ("bleu", "chrf", "perplexity")},
-                    "by_beam": {str(b): {"bleu": r["bleu"].value, "chrf": r["chrf"].value,
-                                         "sentences_per_second": len(test.sources) / r["seconds"]}
-                                for b, r in scores.items()},
-                    "train_seconds": fit.train_seconds, "steps": fit.steps, "epochs": fit.epochs}
-    atomic_write_json(run_dir / "test_metrics.json", summary_json)
-    if args.results:
-        _write_results(args.results, source, "test", final, model, config, fit.train_seconds,
-                       fit.tokens_per_second, train_cfg.seed, summary_json["by_beam"])
-    print(json.dumps({"bleu": final["bleu"].value, "chrf": final["chrf"].value,
-                      "perplexity": final["perplexity"].value, "run": str(run_dir)}))
-    return 0
+    return Translator(model, source_tok, target_tok, settings["decode"], settings["data"], resolve_device(device),
+                      run_dir)
 
 
-def _write_results(path: str, source: Source, split: str, result: dict[str, Any], model: nn.Module,
-                   config: dict[str, Any], train_seconds: float | None, tokens_per_second: float | None,
-                   seed: int | None, by_beam: dict[str, Any] | None = None) -> None:
-    from seqnlp.results import build_result, write_result
-    from seqnlp.summary import count_parameters
-
-    bench = source.benchmark
-    name = bench.name if bench is not None and source.dataset is None else (source.dataset or "custom")
-    m = config["model"]
-    description = (f"bi-{m['cell']} {m['layers']}x{m['hidden_size']} + {m['attention']} attention, "
-                   f"{config['data']['tokenizer']} {config['data']['vocab_size']}, beam {config['decode']['beam']}")
-    out = build_result(benchmark=name, version=bench.version if bench is not None and source.dataset is None else 1, task=TASK, split=split,
-                       scores=[result["bleu"], result["chrf"], result["perplexity"]], model=description,
-                       params=count_parameters(model)[0], train_seconds=train_seconds,
-                       tokens_per_second=tokens_per_second, seed=seed, config=config,
-                       extra={"by_beam": by_beam} if by_beam else None)
-    write_result(path, out)
-    _print(f"results written to {path}")
+def describe(settings: dict[str, Any]) -> str:
+    """The model's name in results, e.g. 'bi-gru 2x512 + multiplicative attention, bpe 8000, beam 5'."""
+    m, d = settings["model"], settings["data"]
+    return (f"bi-{m.cell} {m.layers}x{m.hidden_size} + {m.attention} attention, {d.tokenizer} {d.vocab_size}, "
+            f"beam {settings['decode'].beam}")
 
 
-def _evaluate(args: argparse.Namespace) -> int:
-    translator = load(args.model, args.device)
-    config = _read_run_config(Path(args.model))
-    where = config.get("source", {})
-    source = _source(args.benchmark or (None if args.dataset else where.get("benchmark_path") or where.get("benchmark")),
-                     args.dataset or where.get("dataset"), where.get("source_column"), where.get("target_column"))
-    if args.split in ("train", "validation", "test"):
-        ds, split_where = source.split(args.split)
-    else:
-        from seqnlp import data
-
-        ds = data.load_split(source.dataset or source.benchmark.source(), args.split)
-        data.check_columns(ds, [source.source_column, source.target_column])
-        split_where = args.split
-    sources, targets = _texts(ds, source)
-    beam = translator.decode_config.beam if args.beam is None else args.beam
-    beams = sorted({1, beam}) if args.greedy_too else [beam]
-    report: dict[str, Any] = {"split": split_where, "sentences": len(sources)}
-    final = None
-    for b in beams:
-        result = translator.score(sources, targets, beam=b)
-        final = result
-        report[f"beam{b}"] = {"bleu": result["bleu"].value, "chrf": result["chrf"].value,
-                              "perplexity": result["perplexity"].value,
-                              "sentences_per_second": len(sources) / result["seconds"],
-                              "signature": result["bleu"].signature}
-    print(json.dumps(report, indent=2))
-    if args.results and final is not None:
-        _write_results(args.results, source, args.split, final, translator.model, config, None, None, None)
-    return 0
+def _beam_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--beam", type=int, default=None, help="beam size (1 = greedy; default: the run's)")
 
 
-def _translate(args: argparse.Namespace) -> int:
-    translator = load(args.model, args.device)
+def _set_beam(translator: Translator, args: argparse.Namespace) -> None:
+    if args.beam is not None:
+        if args.beam < 1:
+            raise SeqnlpError(f"beam size must be >= 1, not {args.beam}")
+        translator.beam = args.beam
+
+
+def _translate_arguments(p: argparse.ArgumentParser) -> None:
+    _beam_flag(p)
+    p.add_argument("text", nargs="*", help="sentences (default: read stdin)")
+
+
+def _translate(args: argparse.Namespace, load_model: Callable[[], Translator]) -> int:
+    """Translate sentences given as arguments or on stdin, one per line."""
+    translator = load_model()
+    _set_beam(translator, args)
     texts = args.text or [line.rstrip("\n") for line in sys.stdin if line.strip()]
     if not texts:
         raise SeqnlpError("nothing to translate: give sentences as arguments or on stdin")
-    for line in translator.translate(texts, beam=args.beam):
+    for line in translator.translate(texts):
         print(line)
     return 0
 
 
-def _attention(args: argparse.Namespace) -> int:
+def _attention_arguments(p: argparse.ArgumentParser) -> None:
+    _beam_flag(p)
+    p.add_argument("--text", required=True, help="the source sentence")
+    p.add_argument("--out", required=True, help="PNG file to write")
+
+
+def _attention(args: argparse.Namespace, load_model: Callable[[], Translator]) -> int:
+    """Save the attention heatmap of one sentence's translation as a PNG."""
     try:
         import matplotlib
 
@@ -832,8 +615,9 @@ def _attention(args: argparse.Namespace) -> int:
         import matplotlib.pyplot as plt
     except ImportError:
         raise SeqnlpError("the attention heatmap needs matplotlib: pip install matplotlib") from None
-    translator = load(args.model, args.device)
-    src, out, weights = translator.attention(args.text, beam=args.beam)
+    translator = load_model()
+    _set_beam(translator, args)
+    src, out, weights = translator.attention(args.text)
     fig, ax = plt.subplots(figsize=(max(4, 0.45 * len(src) + 2), max(3, 0.4 * len(out) + 1.5)))
     ax.imshow(weights, cmap="viridis", aspect="auto", vmin=0, vmax=1)
     ax.set_xticks(range(len(src)), [s.strip() or "␣" for s in src], rotation=60, ha="right")
@@ -845,18 +629,27 @@ def _attention(args: argparse.Namespace) -> int:
     fig.savefig(args.out, dpi=120)
     plt.close(fig)
     print("".join(out[:-1]))
-    _print(f"attention heatmap written to {args.out}")
+    print(f"attention heatmap written to {args.out}", file=sys.stderr)
     return 0
 
 
-@cli_main
+SPEC = TaskSpec(
+    name=TASK, summary="Train a recurrent encoder-decoder translator with attention (default: Multi30k de→en).",
+    sections={"model": ModelConfig, "data": DataConfig, "decode": DecodeConfig}, default_benchmark=DEFAULT_BENCHMARK,
+    train_defaults=TRAIN_DEFAULTS, presets={}, metric="bleu", higher_is_better=True, prepare=prepare, load=_load,
+    score=scoring.translation, describe=describe, baseline=baselines.fit_copy_source, evaluate_options=(_beam_flag, _set_beam),
+    usage=('{module} translate --model {run} --beam 5 "Ein Hund läuft im Schnee."',
+           '{module} attention --model {run} --text "Zwei Männer spielen Fußball." --out attention.png'),
+    commands={"translate": Command("Translate sentences given as arguments or on stdin (one per line).",
+                                   _translate_arguments, _translate),
+              "attention": Command("Save an attention heatmap PNG for one sentence.", _attention_arguments,
+                                   _attention)},
+)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Command line: train (default), translate, evaluate, attention."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help")):
-        argv = ["train", *argv]
-    args = _parser().parse_args(argv)
-    return {"train": _train, "translate": _translate, "evaluate": _evaluate, "attention": _attention}[args.command](args)
+    """`python -m seqnlp.tasks.translation [train|evaluate|translate|attention] ...`; train is the default."""
+    return run_main(SPEC, argv)
 
 
 if __name__ == "__main__":

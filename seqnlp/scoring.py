@@ -1,0 +1,201 @@
+"""One way to score a predictor on a benchmark split: each task's `evaluate`, the end of training, the
+leaderboard and a user's own model all call `score`, so the same model gets the same numbers every way.
+
+Each recipe names its scorer (`TaskSpec.score`; the three below). A predictor is any object with the method its benchmark's kind needs (the bring-your-own protocol):
+
+- sentiment:   `predict(texts) -> list[label name | label id | {"label": ...}]`; optional `labels` (class names);
+- generation:  `log_prob(text) -> total nats` (or `score`); optional `nll(texts) -> (total nats, characters)`,
+               which scores many rows in one batched call;
+- translation: `translate(texts) -> list[str]` (detokenized); optional `target_nll(sources, targets) ->
+               (total nats, target tokens)` for perplexity and `lowercase` (references are then lowercased).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from seqnlp import metrics
+from seqnlp.benchmark import Benchmark, load_benchmark
+from seqnlp.data import check_columns
+from seqnlp.errors import SeqnlpError
+from seqnlp.metrics import Score
+from seqnlp.tasks import spec
+
+SPLIT_ROLES = ("test", "validation", "train")
+
+
+@dataclass
+class Evaluation:
+    """The scores of one split, with what they were computed from."""
+
+    benchmark: Benchmark
+    role: str  # test | validation | train
+    split: str  # the dataset split behind the role, as recorded in results
+    scores: list[Score]
+    details: dict[str, Any] = field(default_factory=dict)  # per-kind extras: n, confusion, labels, ...
+
+    def values(self) -> dict[str, float]:
+        """{metric: value}."""
+        return {s.name: s.value for s in self.scores}
+
+    def line(self) -> str:
+        """One line for people: '<benchmark> <split> (<n> ...): metric value, ...'."""
+        shown = ", ".join(f"{s.name} {s.value:.4f}" if s.name.endswith("per_char") else f"{s.name} {s.value:.2f}"
+                          for s in self.scores)
+        return f"{self.benchmark.name} {self.split} ({self.details.get('n', '?')} {self.details.get('unit', 'rows')}): {shown}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: benchmark, split, each metric's value, then the details."""
+        return {"benchmark": self.benchmark.name, "split": self.split, **self.values(),
+                "signatures": {s.name: s.signature for s in self.scores}, **self.details}
+
+
+def _method(model: Any, names: Sequence[str], task: str) -> Callable[..., Any]:
+    for name in names:
+        fn = getattr(model, name, None)
+        if callable(fn):
+            return fn
+    raise SeqnlpError(f"{type(model).__name__} has no {' or '.join(names)}() method, which a {task} model needs "
+                      "(see seqnlp.scoring's predictor protocol)")
+
+
+def _note(text: str) -> None:
+    print(f"note: {text}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------------------------- per kind
+
+
+def unlabelled(value: Any) -> bool:
+    """Whether a raw label marks a row without a label (None, NaN, or -1 as GLUE's hidden test labels)."""
+    return value is None or (isinstance(value, float) and math.isnan(value)) or (
+        not isinstance(value, str) and int(value) == -1)
+
+
+def classification(model: Any, cols: dict[str, list[Any]], features: dict[str, Any], bench: Benchmark,
+                    ) -> tuple[list[Score], dict[str, Any]]:
+    feature = features.get(bench.columns["label"])
+    data_names = [str(n) for n in getattr(feature, "names", None) or []]
+    model_names = [str(n) for n in getattr(model, "labels", None) or []]
+    named = bool(model_names) and not all(n.lstrip("-").isdigit() for n in model_names)
+
+    def name(v: Any, side: str) -> str:
+        if isinstance(v, dict) and "label" in v:
+            v = v["label"]
+        if isinstance(v, str):
+            return v
+        if isinstance(v, bool) or not float(v).is_integer():
+            raise SeqnlpError(f"{side} label {v!r} is not a label id or name")
+        i = int(v)
+        if data_names and 0 <= i < len(data_names):
+            return data_names[i]
+        if named and str(i) not in model_names and 0 <= i < len(model_names):
+            return model_names[i]  # integer ids against a model that knows class names, in its order
+        return str(i)
+
+    keep = [i for i, v in enumerate(cols["label"]) if not unlabelled(v)]
+    if not keep:
+        raise SeqnlpError(f"benchmark {bench.name}: the scored split has no labels (-1 or empty); "
+                          "score a labelled split")
+    if len(keep) < len(cols["label"]):
+        _note(f"{bench.name} {bench.split_name()}: {len(cols['label']) - len(keep)} of {len(cols['label'])} rows "
+              "have no label (-1 or empty) and are left out")
+    refs = [name(cols["label"][i], "reference") for i in keep]
+    hyps = list(_method(model, ["predict"], "sentiment")([cols["text"][i] for i in keep]))
+    if len(hyps) != len(refs):
+        raise SeqnlpError(f"predict() returned {len(hyps)} labels for {len(refs)} texts; return one per text")
+    hyps = [name(h, "predicted") for h in hyps]
+    labels = model_names or data_names or sorted(set(refs) | set(hyps))
+    for side, values in (("label", refs), ("predicted label", hyps)):
+        bad = next((j for j, v in enumerate(values) if v not in labels), None)
+        if bad is not None:
+            raise SeqnlpError(f"{bench.name} {bench.split_name()}: row {keep[bad]} has {side} "
+                              f"{cols['label'][keep[bad]] if side == 'label' else values[bad]!r}, which is not one "
+                              f"of the model's classes ({', '.join(labels)})")
+    out = {"accuracy": lambda: metrics.accuracy(refs, hyps), "macro_f1": lambda: metrics.macro_f1(refs, hyps, labels)}
+    details = {"n": len(refs), "unit": "texts", "labels": labels, "confusion": metrics.confusion(refs, hyps, labels)}
+    return [out[m]() for m in bench.metrics if m in out], details
+
+
+def language_model(model: Any, cols: dict[str, list[Any]], features: dict[str, Any], bench: Benchmark,
+                    ) -> tuple[list[Score], dict[str, Any]]:
+    texts = [t for t in cols["text"] if t]
+    if not texts:
+        raise SeqnlpError(f"benchmark {bench.name}: the scored split holds no text")
+    count = sum(len(t) for t in texts)
+    batched = getattr(model, "nll", None)
+    if callable(batched):
+        nll, count = batched(texts)
+    else:
+        log_prob = _method(model, ["log_prob", "score"], "generation")
+        nll = 0.0
+        for t in texts:  # rows are documents (Tiny Shakespeare's split is a single row)
+            lp = float(log_prob(t))
+            if not math.isfinite(lp) or lp > 1e-6 * max(len(t), 1):
+                raise SeqnlpError(f"log_prob() returned {lp} for a {len(t)}-character text; it must be a finite "
+                                  "total natural-log probability (<= 0)")
+            nll -= min(lp, 0.0)
+    if not math.isfinite(nll):
+        raise SeqnlpError(f"the model's total NLL on {bench.name} is {nll}: its outputs are not finite")
+    out = {"nats_per_char": lambda: metrics.nats_per_char(nll, count),
+           "bits_per_char": lambda: metrics.bits_per_char(nll, count),
+           "perplexity": lambda: metrics.perplexity(nll, count, unit="char")}
+    return [out[m]() for m in bench.metrics if m in out], {"n": count, "unit": "characters", "nll": nll}
+
+
+def translation(model: Any, cols: dict[str, list[Any]], features: dict[str, Any], bench: Benchmark,
+                 ) -> tuple[list[Score], dict[str, Any]]:
+    import time
+
+    sources, refs = [str(s) for s in cols["source"]], [str(t) for t in cols["target"]]
+    begin = time.perf_counter()
+    hyps = list(_method(model, ["translate"], "translation")(list(sources)))
+    seconds = time.perf_counter() - begin
+    if len(hyps) != len(refs) or not all(isinstance(h, str) for h in hyps):
+        raise SeqnlpError(f"translate() must return one string per source sentence ({len(refs)}), "
+                          f"got {len(hyps)} items")
+    if getattr(model, "lowercase", False):  # a lowercasing model is scored against lowercased references
+        refs = [r.lower() for r in refs]
+    out: dict[str, Callable[[], Score]] = {"bleu": lambda: metrics.bleu(hyps, refs),
+                                           "chrf": lambda: metrics.chrf(hyps, refs)}
+    nll_fn = getattr(model, "target_nll", None)
+    if callable(nll_fn):
+        def ppl() -> Score:
+            nll, count = nll_fn(sources, refs)
+            return metrics.perplexity(float(nll), int(count), unit="target token")
+        out["perplexity"] = ppl
+    details = {"n": len(refs), "unit": "sentences", "sentences_per_second": round(len(refs) / max(seconds, 1e-9), 2),
+               "beam": getattr(model, "beam", None), "hypotheses": hyps[:5]}
+    return [out[m]() for m in bench.metrics if m in out], details
+
+
+# ---------------------------------------------------------------------------------------------- entry point
+
+
+def score(model: Any, benchmark: str | Path | Benchmark, split: str = "test", *, limit: int | None = None,
+          data_dir: str | Path | None = None) -> Evaluation:
+    """Score `model` on a split role of a benchmark ("test" = its scored split, "validation", "train").
+
+    `limit` scores only the first `limit` rows. The model follows its kind's predictor protocol (module docstring).
+    """
+    bench = benchmark if isinstance(benchmark, Benchmark) else load_benchmark(benchmark)
+    if split not in SPLIT_ROLES:
+        raise SeqnlpError(f"split must be one of {', '.join(SPLIT_ROLES)} (a role, not a dataset split name), "
+                          f"not {split!r}")
+    ds = bench.load_split(split, data_dir=data_dir)
+    if limit is not None:
+        if limit < 1:
+            raise SeqnlpError(f"limit must be at least 1, not {limit}")
+        ds = ds.select(range(min(limit, len(ds))))
+    check_columns(ds, list(bench.columns.values()), source=bench.source(data_dir))
+    if len(ds) == 0:
+        raise SeqnlpError(f"{bench.name} {bench.split_name(split)} is empty; nothing to score")
+    cols = {role: list(ds[col]) for role, col in bench.columns.items()}
+    features = dict(getattr(ds, "features", None) or {})
+    scores, details = spec(bench.task).score(model, cols, features, bench)
+    return Evaluation(bench, split, bench.split_name(split), scores, details)
