@@ -213,7 +213,7 @@ def validate_result(result: Any, where: str = "result") -> None:
             raise SeqnlpError(f"{where}: {key}.higher_is_better is {m['higher_is_better']}, but {name} is "
                               f"{'higher' if METRIC_DIRECTIONS[name] else 'lower'}-is-better")
         low, high = METRIC_RANGES.get(name, (None, None))
-        slack = 1e-9 * max(abs(v), 1.0)  # sacreBLEU's perfect score can come out as 100.00000000000004
+        slack = 1e-12 * max(abs(v), 1.0)  # sacreBLEU's perfect score can come out as 100.00000000000004
         if (low is not None and v < low - slack) or (high is not None and v > high + slack):
             allowed = (f"between {low:g} and {high:g}" if low is not None and high is not None
                        else f">= {low:g}" if low is not None else f"<= {high:g}")
