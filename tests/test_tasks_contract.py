@@ -1,0 +1,145 @@
+"""The task-layer contract, run the same way over every registered task on tiny fixture benchmarks:
+train (interrupted, then resumed) → evaluate → results JSON → seqnlp.load → leaderboard run --model, with the
+same numbers from every path, and no import circle anywhere in seqnlp."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import signal
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+import seqnlp
+from seqnlp import leaderboard, scoring
+from seqnlp.tasks import KINDS, runner, spec
+
+FIXTURES = Path(__file__).parent / "fixtures" / "leaderboard"
+COMMON = ["--progress", "off", "--no-curves", "--seed", "0", "--device", "cpu", "--precision", "fp32"]
+# Small enough to train in seconds; the benchmark files are the leaderboard fixtures.
+TINY: dict[str, list[str]] = {
+    "sentiment": ["--benchmark", "tiny_sentiment", "--embedding-size", "16", "--hidden-size", "16", "--batch-size",
+                  "8", "--max-length", "24", "--lr", "0.01", "--epochs", "4", "--time-budget", "0"],
+    "generation": ["--benchmark", "tiny_text", "--layers", "1", "--hidden-size", "24", "--embedding-size", "8",
+                   "--batch-size", "4", "--seq-length", "16", "--epochs", "3", "--time-budget", "0"],
+    "translation": ["--benchmark", "tiny_translation", "--layers", "1", "--hidden-size", "32", "--embedding-size",
+                    "16", "--tokenizer", "word", "--vocab-size", "100", "--batch-size", "8", "--lr", "0.01",
+                    "--warmup", "0", "--epochs", "3", "--beam", "2", "--time-budget", "0"],
+}
+
+
+def test_every_registered_task_has_a_contract_case() -> None:
+    assert set(TINY) == set(KINDS)
+    for name in KINDS:
+        assert spec(name).name == name and spec(name).metric in (*KINDS[name].metrics, "loss")
+
+
+def _interrupted_at_epoch_one(task_spec: runner.TaskSpec) -> runner.TaskSpec:
+    """The same task, but Ctrl-C arrives when the second epoch's batches are asked for."""
+
+    def prepare(run: runner.Run) -> runner.Prepared:
+        prepared = task_spec.prepare(run)
+
+        def batches(epoch: int):  # noqa: ANN202
+            if epoch == 1 and not run.resume:
+                os.kill(os.getpid(), signal.SIGINT)  # the trainer checkpoints at the next step and stops
+            return prepared.train_batches(epoch)
+
+        return replace(prepared, train_batches=batches)
+
+    return replace(task_spec, prepare=prepare)
+
+
+@pytest.fixture()
+def fixture_benchmarks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEQNLP_TASKS_DIR", str(FIXTURES))
+    monkeypatch.delenv("SEQNLP_DATA_DIR", raising=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", sorted(KINDS))
+def test_train_resume_evaluate_load_and_leaderboard_agree(task: str, tmp_path: Path, fixture_benchmarks: None,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    task_spec = spec(task)
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    assert runner.main(task_spec, [*TINY[task], *COMMON, "--output", str(whole)]) == 0
+    # Interrupted: exit 130 with a checkpoint; resumed: the run ends exactly as the uninterrupted one.
+    assert runner.main(_interrupted_at_epoch_one(task_spec), [*TINY[task], *COMMON, "--output", str(cut)]) == 130
+    assert "interrupted: saved the checkpoint" in capsys.readouterr().err
+    assert runner.main(task_spec, ["--resume", str(cut), "--results", str(tmp_path / "train.json")]) == 0
+    trained = json.loads((cut / "evaluation_test.json").read_text())
+    expected = json.loads((whole / "evaluation_test.json").read_text())
+    metrics = KINDS[task].metrics
+    assert {m: trained[m] for m in metrics} == {m: expected[m] for m in metrics}
+
+    # evaluate writes its own results JSON with the same numbers as training's
+    assert runner.main(task_spec, ["evaluate", "--model", str(cut), "--results", str(tmp_path / "eval.json"),
+                                   "--output", str(tmp_path / "eval")]) == 0
+    from_train = json.loads((tmp_path / "train.json").read_text())["metrics"]
+    from_eval = json.loads((tmp_path / "eval.json").read_text())["metrics"]
+    assert from_eval == from_train and set(from_eval) == set(metrics)
+
+    # the library: seqnlp.load gives a predictor the bring-your-own scorer takes, with the same numbers
+    predictor = seqnlp.load(cut)
+    direct = scoring.score(predictor, trained["benchmark"]).values()
+    assert direct == {m: v["value"] for m, v in from_train.items()}
+
+    # the leaderboard scores the run through the same path
+    results = tmp_path / "results"
+    assert leaderboard.main(["run", "--model", str(cut), "--results-dir", str(results)]) == 0
+    (board,) = (results / trained["benchmark"]).glob("*.json")
+    assert json.loads(board.read_text())["metrics"] == from_train
+
+
+@pytest.mark.parametrize("task", sorted(KINDS))
+def test_the_common_flags_are_the_same_everywhere(task: str, capsys: pytest.CaptureFixture[str]) -> None:
+    train = runner.parser(spec(task), "train")
+    flags = {o for a in train._actions for o in a.option_strings}
+    assert {"--output", "--resume", "--results", "--seed", "--device", "--time-budget", "--progress", "--benchmark",
+            "--dataset", "--train-split", "--eval-split"} <= flags
+    assert {f"--{role}-column" for role in KINDS[task].columns} <= flags
+    evaluate = {o for a in runner.parser(spec(task), "evaluate")._actions for o in a.option_strings}
+    assert {"--model", "--split", "--benchmark", "--dataset", "--results", "--output", "--device"} <= evaluate
+    with pytest.raises(SystemExit):
+        runner.parser(spec(task), "train").parse_args(["--resume"])
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--resume RUN_DIR" in err and "--help" in err
+
+
+def _imports(package: Path) -> dict[str, set[str]]:
+    """Module → the seqnlp modules it imports (at module level or inside functions)."""
+    modules = {".".join(("seqnlp", *f.relative_to(package).with_suffix("").parts)).removesuffix(".__init__"): f
+               for f in package.rglob("*.py")}
+    graph: dict[str, set[str]] = {m: set() for m in modules}
+    for m, f in modules.items():
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            else:
+                continue
+            # a module importing its own package's __init__ (for a name defined there) is not a circle
+            graph[m] |= {t for t in targets if t in modules and t != m and not m.startswith(t + ".")}
+    return graph
+
+
+def test_no_import_circles_in_seqnlp() -> None:
+    graph = _imports(Path(seqnlp.__file__).parent)
+    seen: set[str] = set()
+    done: set[str] = set()
+
+    def visit(m: str, path: list[str]) -> None:
+        if m in done:
+            return
+        assert m not in seen, " -> ".join([*path[path.index(m):], m])
+        seen.add(m)
+        for n in sorted(graph[m]):
+            visit(n, [*path, m])
+        done.add(m)
+
+    for module in sorted(graph):
+        visit(module, [])
