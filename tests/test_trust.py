@@ -9,7 +9,6 @@ run's own files; seeds, devices and decoding settings are checked where they ent
 from __future__ import annotations
 
 import argparse
-import copy
 import hashlib
 import json
 import os
