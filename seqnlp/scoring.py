@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from seqnlp import metrics
 from seqnlp.benchmark import Benchmark, load_benchmark
 from seqnlp.data import check_columns
@@ -77,46 +79,85 @@ def unlabelled(value: Any) -> bool:
         not isinstance(value, str) and int(value) == -1)
 
 
+def _label_kind(values: Sequence[Any], feature: Any, where: str) -> str:
+    """'classlabel' | 'int' | 'str' for a label column; SeqnlpError for anything else (mixed kinds included)."""
+    if hasattr(feature, "names") and hasattr(feature, "str2int"):
+        return "classlabel"
+    seen = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not seen:
+        raise SeqnlpError(f"{where}: the label column holds no labels")
+    if all(isinstance(v, str) for v in seen):
+        return "str"
+    # csv readers turn an int column with gaps into floats: integral floats are ints
+    if all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and float(v).is_integer()
+           for v in seen):
+        return "int"
+    kinds = sorted({type(v).__name__ for v in seen})
+    bad = next(v for v in seen if isinstance(v, (bool, list, dict)) or not (
+        isinstance(v, str) or float(v).is_integer())) if len(kinds) == 1 else seen[0]
+    raise SeqnlpError(f"{where}: labels must be integers or class names ({' and '.join(kinds)} found, e.g. {bad!r}); "
+                      "convert the label column (or choose another with --label-column)")
+
+
+def class_names(values: Sequence[Any], feature: Any, where: str) -> list[str]:
+    """The class names a training label column defines: its ClassLabel names, or its sorted distinct labels."""
+    kind = _label_kind(values, feature, where)
+    if kind == "classlabel":
+        return [str(n) for n in feature.names]
+    labelled = [v for v in values if not unlabelled(v)]
+    names = sorted(set(labelled)) if kind == "str" else [str(v) for v in sorted({int(v) for v in labelled})]
+    if len(names) < 2:
+        raise SeqnlpError(f"{where}: the labels take {len(names)} distinct value(s) ({', '.join(names) or 'none'}); "
+                          "a classifier needs at least 2 classes")
+    return names
+
+
+def as_class_names(values: Sequence[Any], feature: Any, names: Sequence[str], where: str) -> list[str | None]:
+    """Each raw label as one of `names` (None for an unlabelled row); SeqnlpError naming the first that is none."""
+    kind = _label_kind(values, feature, where)
+    known = set(names)
+    numeric = all(n.lstrip("-").isdigit() for n in names)
+    out: list[str | None] = []
+    for i, v in enumerate(values):
+        if unlabelled(v):
+            out.append(None)
+            continue
+        if kind == "classlabel":
+            if not 0 <= int(v) < len(feature.names):
+                raise SeqnlpError(f"{where}: row {i} has label {v}, outside the dataset's classes {feature.names}")
+            name = str(feature.names[int(v)])
+        elif kind == "str":
+            name = v
+        else:
+            name = str(int(v))
+            if name not in known and not numeric and 0 <= int(v) < len(names):
+                name = names[int(v)]  # integer ids against a model that knows class names, in its order
+        if name not in known:
+            raise SeqnlpError(f"{where}: row {i} has label {v!r}, which is not one of the model's classes "
+                              f"({', '.join(names)})")
+        out.append(name)
+    return out
+
+
 def classification(model: Any, cols: dict[str, list[Any]], features: dict[str, Any], bench: Benchmark,
-                    ) -> tuple[list[Score], dict[str, Any]]:
+                   ) -> tuple[list[Score], dict[str, Any]]:
+    where = f"{bench.name} {bench.split_name()}"
     feature = features.get(bench.columns["label"])
-    data_names = [str(n) for n in getattr(feature, "names", None) or []]
-    model_names = [str(n) for n in getattr(model, "labels", None) or []]
-    named = bool(model_names) and not all(n.lstrip("-").isdigit() for n in model_names)
-
-    def name(v: Any, side: str) -> str:
-        if isinstance(v, dict) and "label" in v:
-            v = v["label"]
-        if isinstance(v, str):
-            return v
-        if isinstance(v, bool) or not float(v).is_integer():
-            raise SeqnlpError(f"{side} label {v!r} is not a label id or name")
-        i = int(v)
-        if data_names and 0 <= i < len(data_names):
-            return data_names[i]
-        if named and str(i) not in model_names and 0 <= i < len(model_names):
-            return model_names[i]  # integer ids against a model that knows class names, in its order
-        return str(i)
-
-    keep = [i for i, v in enumerate(cols["label"]) if not unlabelled(v)]
+    labels = [str(n) for n in getattr(model, "labels", None) or []] or class_names(cols["label"], feature, where)
+    given = as_class_names(cols["label"], feature, labels, where)
+    keep = [i for i, name in enumerate(given) if name is not None]
     if not keep:
-        raise SeqnlpError(f"benchmark {bench.name}: the scored split has no labels (-1 or empty); "
-                          "score a labelled split")
-    if len(keep) < len(cols["label"]):
-        _note(f"{bench.name} {bench.split_name()}: {len(cols['label']) - len(keep)} of {len(cols['label'])} rows "
-              "have no label (-1 or empty) and are left out")
-    refs = [name(cols["label"][i], "reference") for i in keep]
+        raise SeqnlpError(f"{where}: the scored split has no labels (-1 or empty); score a labelled split")
+    if len(keep) < len(given):
+        _note(f"{where}: {len(given) - len(keep)} of {len(given)} rows have no label (-1 or empty) and are left out")
+    refs = [given[i] for i in keep]
     hyps = list(_method(model, ["predict"], "sentiment")([cols["text"][i] for i in keep]))
     if len(hyps) != len(refs):
         raise SeqnlpError(f"predict() returned {len(hyps)} labels for {len(refs)} texts; return one per text")
-    hyps = [name(h, "predicted") for h in hyps]
-    labels = model_names or data_names or sorted(set(refs) | set(hyps))
-    for side, values in (("label", refs), ("predicted label", hyps)):
-        bad = next((j for j, v in enumerate(values) if v not in labels), None)
-        if bad is not None:
-            raise SeqnlpError(f"{bench.name} {bench.split_name()}: row {keep[bad]} has {side} "
-                              f"{cols['label'][keep[bad]] if side == 'label' else values[bad]!r}, which is not one "
-                              f"of the model's classes ({', '.join(labels)})")
+    hyps = as_class_names([h["label"] if isinstance(h, dict) and "label" in h else h for h in hyps], None, labels,
+                          f"{type(model).__name__}.predict()")
+    if any(h is None for h in hyps):
+        raise SeqnlpError(f"{type(model).__name__}.predict() returned no label for some texts; return one per text")
     out = {"accuracy": lambda: metrics.accuracy(refs, hyps), "macro_f1": lambda: metrics.macro_f1(refs, hyps, labels)}
     details = {"n": len(refs), "unit": "texts", "labels": labels, "confusion": metrics.confusion(refs, hyps, labels)}
     return [out[m]() for m in bench.metrics if m in out], details

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 import sys
 import time
@@ -52,7 +51,7 @@ from seqnlp.encoders import CELLS, POOL_MODES, Dropout, LockedDropout, Pooler, R
 from seqnlp.errors import SeqnlpError
 from seqnlp.io import atomic_write_bytes
 from seqnlp.metrics import accuracy, macro_f1
-from seqnlp.scoring import unlabelled as _unlabeled
+from seqnlp.scoring import as_class_names, class_names as label_names
 from seqnlp.tasks.runner import Command, Prepared, Run, TaskSpec, load_run_of, main as run_main
 from seqnlp.tokenization import LEVELS, UNK, Tokenizer
 from seqnlp.trainer import Output, load_model_weights
@@ -238,65 +237,11 @@ def check_texts(texts: Sequence[Any], where: str) -> list[str]:
     return list(texts)
 
 
-def _label_kind(values: Sequence[Any], feature: Any, where: str) -> str:
-    """'classlabel' | 'int' | 'str' for a label column; SeqnlpError for anything else."""
-    if hasattr(feature, "names") and hasattr(feature, "str2int"):
-        return "classlabel"
-    seen = [v for v in values if v is not None]
-    if not seen:
-        raise SeqnlpError(f"{where}: the label column holds no labels")
-    if all(isinstance(v, str) for v in seen):
-        return "str"
-    if all(isinstance(v, (bool, int, np.integer)) for v in seen):
-        return "int"
-    if all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in seen):
-        if all(float(v).is_integer() or math.isnan(float(v)) for v in seen):
-            return "int"  # csv readers turn an int column with gaps into floats
-    bad = next(v for v in seen if not isinstance(v, (str, bool, int, np.integer))
-               or (isinstance(v, float) and not float(v).is_integer()))
-    raise SeqnlpError(f"{where}: labels must be integers or class names, found {bad!r} "
-                      f"({type(bad).__name__}); convert the label column (or choose another with --label-column)")
-
-
-def label_names(values: Sequence[Any], feature: Any, where: str) -> list[str]:
-    """The class names of a training label column: ClassLabel names, or the sorted distinct values."""
-    kind = _label_kind(values, feature, where)
-    if kind == "classlabel":
-        return [str(n) for n in feature.names]
-    labelled = [v for v in values if not _unlabeled(v)]
-    if kind == "str":
-        names = sorted(set(labelled))
-    else:
-        names = [str(v) for v in sorted({int(v) for v in labelled})]
-    if len(names) < 2:
-        raise SeqnlpError(f"{where}: the labels take {len(names)} distinct value(s) ({', '.join(names) or 'none'}); "
-                          "a classifier needs at least 2 classes")
-    return names
-
-
 def label_ids(values: Sequence[Any], feature: Any, names: Sequence[str], where: str) -> np.ndarray:
     """(N,) class ids in `names` order, -1 for unlabeled rows; SeqnlpError for labels the model does not know."""
-    kind = _label_kind(values, feature, where)
     index = {n: i for i, n in enumerate(names)}
-    out = np.full(len(values), -1, dtype=np.int64)  # (N,)
-    for i, v in enumerate(values):
-        if _unlabeled(v):
-            continue
-        if kind == "classlabel":
-            if not 0 <= int(v) < len(feature.names):
-                raise SeqnlpError(f"{where}: row {i} has label {v}, outside the dataset's classes {feature.names}")
-            name = str(feature.names[int(v)])
-        elif kind == "str":
-            name = v
-        else:
-            name = str(int(v))
-            if name not in index and 0 <= int(v) < len(names) and not all(n.lstrip("-").isdigit() for n in names):
-                name = names[int(v)]  # integer ids of a model trained with class names
-        if name not in index:
-            raise SeqnlpError(f"{where}: row {i} has label {v!r}, which is not one of the model's classes "
-                              f"({', '.join(names)})")
-        out[i] = index[name]
-    return out
+    return np.array([-1 if n is None else index[n] for n in as_class_names(values, feature, names, where)],
+                    dtype=np.int64)  # (N,)
 
 
 # ====================================================================== data → batches
