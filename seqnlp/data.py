@@ -531,6 +531,24 @@ def dataset_of(columns: dict[str, list[Any]]) -> datasets.Dataset:
     return datasets.Dataset.from_dict(columns)
 
 
+def check_texts(values: Sequence[Any], where: str, *, what: str = "text", column: str = "text",
+                missing_ok: bool = False, blank_ok: bool = False) -> list[str]:
+    """The values as strings (missing ones dropped when `missing_ok`); SeqnlpError naming the first row that is
+    missing (None), not a string, or (unless `blank_ok`) blank, and the --<column>-column flag that picks it."""
+    noun = f"{what} text" if what != "text" else "text"
+    for i, value in enumerate(values):
+        if value is None and missing_ok:
+            continue
+        if value is None:
+            raise SeqnlpError(f"{where}: row {i} has an empty {noun} (a missing value); remove or fill the empty rows")
+        if not isinstance(value, str):
+            raise SeqnlpError(f"{where}: row {i} has a {type(value).__name__} {noun} ({value!r}), not a string; fix "
+                              f"the column (or choose another with --{column}-column)")
+        if not blank_ok and not value.strip():
+            raise SeqnlpError(f"{where}: row {i} has an empty {noun}; remove or fill the empty rows")
+    return [v for v in values if v is not None]
+
+
 def check_columns(ds: datasets.Dataset, names: Sequence[str], *, source: str | None = None) -> None:
     """Raise a SeqnlpError naming the missing columns and listing the existing ones."""
     missing = [n for n in names if n not in ds.column_names]

@@ -842,7 +842,7 @@ def _dataset(tmp_path: Path, name: str, splits: dict[str, str]) -> Path:
      ["no column 'labels'", "text, label"]),
     ("translation", {"train": "parallel_missing.jsonl", "validation": "parallel_missing.jsonl",
                      "test": "parallel_missing.jsonl"}, ["--source-column", "de", "--target-column", "en"],
-     ["row 2", "no source text"]),
+     ["row 2", "empty source text"]),
     ("translation", {"train": "parallel_missing.jsonl", "validation": "parallel_missing.jsonl",
                      "test": "parallel_missing.jsonl"}, ["--source-column", "fr", "--target-column", "en"],
      ["no column 'fr'", "de, en"]),

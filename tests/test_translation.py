@@ -209,9 +209,9 @@ def test_bad_pairs_are_clear_errors() -> None:
     tok = Tokenizer.train(["a b", "B A"], level="word")
     with pytest.raises(SeqnlpError, match="row 1 has an empty source"):
         tr.encode_corpus(["a b", "  "], ["B A", "A"], tok, tok, None, "train")
-    with pytest.raises(SeqnlpError, match="row 0 has no target text"):
+    with pytest.raises(SeqnlpError, match="row 0 has an empty target text"):
         tr.encode_corpus(["a b"], [None], tok, tok, None, "train")  # type: ignore[list-item]
-    with pytest.raises(SeqnlpError, match="row 0 has no source text"):
+    with pytest.raises(SeqnlpError, match="row 0 has an empty source text"):
         tr.encode_corpus([None], ["A"], tok, tok, None, "train")  # type: ignore[list-item]
     with pytest.raises(SeqnlpError, match="parallel"):
         tr.encode_corpus(["a", "b"], ["A"], tok, tok, None, "train")

@@ -52,7 +52,7 @@ from torch import Tensor, nn
 
 from seqnlp import baselines, scoring
 from seqnlp.config import opt
-from seqnlp.data import Batch, carve_characters, pad  # noqa: F401  (carve_characters: the carve for --dataset)
+from seqnlp.data import Batch, carve_characters, check_texts, pad  # noqa: F401  (carve_characters: the carve for --dataset)
 from seqnlp.decoding import filter_logits, greedy, sample
 from seqnlp.device import autocast, resolve_device, use_bf16
 from seqnlp.encoders import CELLS, RNNEncoder, State, detach_state, native_kernels
@@ -413,28 +413,16 @@ class CharLM:
 
 # ====================================================================== the recipe
 
-def text_rows(cols: dict[str, list[Any]], where: str) -> list[str]:
-    """The non-empty texts of a split (missing values skipped); SeqnlpError for non-text or no text at all."""
-    rows = []
-    for i, text in enumerate(cols["text"]):
-        if text is None:
-            continue
-        if not isinstance(text, str):
-            raise SeqnlpError(f"{where}: row {i} has a {type(text).__name__} ({text!r}), not a string; "
-                              "choose the text column with --text-column")
-        if text:
-            rows.append(text)
-    if not rows:
-        raise SeqnlpError(f"{where} holds no text")
-    return rows
-
-
 def prepare(run: Run) -> Prepared:
     """Text → char tokenizer → one <bos>-separated stream → windows of the stateful language model."""
     data: DataConfig = run.settings["data"]
     train_cfg = run.settings["train"]
     t0 = time.perf_counter()
-    texts = {role: text_rows(run.rows(role)[0], run.where(role)) for role in ("train", "validation", "test")}
+    texts = {role: [t for t in check_texts(run.rows(role)[0]["text"], run.where(role), missing_ok=True, blank_ok=True)
+                    if t] for role in ("train", "validation", "test")}
+    for role, rows in texts.items():
+        if not rows:
+            raise SeqnlpError(f"{run.where(role)} holds no text")
     tokenizer = run.tokenizer(TOKENIZER_FILE, lambda: Tokenizer.train(texts["train"], level="char"))
     encoded = {role: tokenizer.encode_batch(rows) for role, rows in texts.items()}
     stream = to_stream(encoded["train"], tokenizer.bos_id)  # (N,)

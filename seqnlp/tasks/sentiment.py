@@ -45,11 +45,11 @@ from torch import nn
 from seqnlp import baselines, scoring
 from seqnlp.benchmark import load_benchmark
 from seqnlp.config import opt
-from seqnlp.data import Batch, BucketBatchSampler, check_columns, pad
+from seqnlp.data import Batch, BucketBatchSampler, check_columns, check_texts, pad
 from seqnlp.device import autocast, resolve_device, use_bf16
 from seqnlp.encoders import CELLS, POOL_MODES, Dropout, LockedDropout, Pooler, RNNEncoder
 from seqnlp.errors import SeqnlpError
-from seqnlp.io import atomic_write_bytes
+from seqnlp.plots import heatmap
 from seqnlp.metrics import accuracy, macro_f1
 from seqnlp.scoring import as_class_names, class_names as label_names
 from seqnlp.tasks.runner import Command, Prepared, Run, TaskSpec, load_run_of, main as run_main
@@ -224,19 +224,6 @@ def encode_texts(tokenizer: Tokenizer, texts: Sequence[str], config: ModelConfig
     return [truncate(ids, config.max_length, config.truncation) if ids else [tokenizer.unk_id] for ids in encoded]
 
 
-def check_texts(texts: Sequence[Any], where: str) -> list[str]:
-    """The texts as strings; SeqnlpError naming the first missing, non-string or empty one."""
-    for i, text in enumerate(texts):
-        if text is None:
-            raise SeqnlpError(f"{where}: row {i} has an empty text (missing value); remove or fill the empty rows")
-        if not isinstance(text, str):
-            raise SeqnlpError(f"{where}: row {i} has a {type(text).__name__} text ({text!r}), not a string; "
-                              "fix the text column (or choose another with --text-column)")
-        if not text.strip():
-            raise SeqnlpError(f"{where}: row {i} has an empty text; remove or fill the empty rows")
-    return list(texts)
-
-
 def label_ids(values: Sequence[Any], feature: Any, names: Sequence[str], where: str) -> np.ndarray:
     """(N,) class ids in `names` order, -1 for unlabeled rows; SeqnlpError for labels the model does not know."""
     index = {n: i for i, n in enumerate(names)}
@@ -403,39 +390,6 @@ class SentimentPredictor:
         return [self.labels[i] for i in probs.argmax(1).tolist()]
 
 
-# ====================================================================== confusion-matrix picture
-
-def save_confusion_png(path: Path, matrix: list[list[int]], names: Sequence[str], title: str) -> bool:
-    """Draw the confusion matrix (rows: reference, columns: prediction); False when matplotlib is missing."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    import io
-
-    size = max(3.5, 0.6 * len(names) + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(np.asarray(matrix), cmap="Blues")
-    ax.set_xticks(range(len(names)), labels=list(names), rotation=45, ha="right")
-    ax.set_yticks(range(len(names)), labels=list(names))
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("reference")
-    ax.set_title(title, fontsize=9)
-    peak = max(max(row) for row in matrix) or 1
-    for r, row in enumerate(matrix):
-        for c, n in enumerate(row):
-            ax.text(c, r, str(n), ha="center", va="center", color="white" if n > peak / 2 else "black")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return True
-
-
 # ====================================================================== the recipe
 
 def prepare(run: Run) -> Prepared:
@@ -513,7 +467,8 @@ def report(evaluation: scoring.Evaluation, folder: Path | None) -> None:
                     else f"confusion_{slug}.png")
     title = f"{evaluation.benchmark.name} {evaluation.split}: " + ", ".join(
         f"{s.name} {s.value:.2f}" for s in evaluation.scores)
-    if save_confusion_png(png, matrix, names, title):
+    if heatmap(png, matrix, names, names, xlabel="predicted", ylabel="reference", title=title, counts=True,
+               cmap="Blues"):
         print(f"confusion matrix: {png}", file=sys.stderr)
 
 

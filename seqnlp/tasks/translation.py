@@ -36,10 +36,11 @@ from torch import Tensor, nn
 
 from seqnlp import baselines, scoring
 from seqnlp.config import opt
-from seqnlp.data import Batch, BucketBatchSampler, pad
+from seqnlp.data import Batch, BucketBatchSampler, check_texts, pad
 from seqnlp.device import resolve_device
 from seqnlp.encoders import RNNEncoder
 from seqnlp.errors import SeqnlpError
+from seqnlp.plots import heatmap
 from seqnlp.tasks.runner import Command, Prepared, Run, TaskSpec, load_run_of, main as run_main
 from seqnlp.tokenization import BOS, EOS, PAD, Tokenizer
 from seqnlp.trainer import Output, load_model_weights
@@ -329,21 +330,11 @@ class Corpus:
 
 def check_pairs(sources: Sequence[Any], targets: Sequence[Any] | None, where: str) -> None:
     """Refuse missing sides and empty sources with a message naming the first bad row."""
-    for i, text in enumerate(sources):
-        if text is None:
-            raise SeqnlpError(f"{where}: row {i} has no source text (None); drop incomplete pairs from the corpus")
-        if not isinstance(text, str):
-            raise SeqnlpError(f"{where}: row {i} source is {type(text).__name__}, not text; pick text columns")
-        if not text.strip():
-            raise SeqnlpError(f"{where}: row {i} has an empty source sentence; remove empty lines")
+    check_texts(sources, where, what="source", column="source")
     if targets is not None:
         if len(targets) != len(sources):
             raise SeqnlpError(f"{where}: {len(sources)} sources but {len(targets)} targets; the corpus must be parallel")
-        for i, text in enumerate(targets):
-            if text is None:
-                raise SeqnlpError(f"{where}: row {i} has no target text (None); drop incomplete pairs from the corpus")
-            if not isinstance(text, str):
-                raise SeqnlpError(f"{where}: row {i} target is {type(text).__name__}, not text; pick text columns")
+        check_texts(targets, where, what="target", column="target", blank_ok=True)
 
 
 def encode_corpus(sources: Sequence[str], targets: Sequence[str] | None, source_tok: Tokenizer,
@@ -608,26 +599,12 @@ def _attention_arguments(p: argparse.ArgumentParser) -> None:
 
 def _attention(args: argparse.Namespace, load_model: Callable[[], Translator]) -> int:
     """Save the attention heatmap of one sentence's translation as a PNG."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise SeqnlpError("the attention heatmap needs matplotlib: pip install matplotlib") from None
     translator = load_model()
     _set_beam(translator, args)
     src, out, weights = translator.attention(args.text)
-    fig, ax = plt.subplots(figsize=(max(4, 0.45 * len(src) + 2), max(3, 0.4 * len(out) + 1.5)))
-    ax.imshow(weights, cmap="viridis", aspect="auto", vmin=0, vmax=1)
-    ax.set_xticks(range(len(src)), [s.strip() or "␣" for s in src], rotation=60, ha="right")
-    ax.set_yticks(range(len(out)), [s.strip() or "␣" for s in out])
-    ax.set_xlabel("source")
-    ax.set_ylabel("output")
-    fig.tight_layout()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=120)
-    plt.close(fig)
+    if not heatmap(args.out, weights, [s.strip() or "␣" for s in src], [s.strip() or "␣" for s in out],
+                   xlabel="source", ylabel="output", vmin=0, vmax=1, dpi=120):
+        raise SeqnlpError("the attention heatmap needs matplotlib: pip install matplotlib")
     print("".join(out[:-1]))
     print(f"attention heatmap written to {args.out}", file=sys.stderr)
     return 0
