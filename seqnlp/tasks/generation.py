@@ -37,7 +37,6 @@ model gives (almost) no probability: scores stay finite but are penalised, as in
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time
@@ -53,7 +52,7 @@ from torch import Tensor, nn
 from seqnlp import baselines, scoring
 from seqnlp.config import opt
 from seqnlp.data import Batch, carve_characters, check_texts, pad  # noqa: F401  (carve_characters: the carve for --dataset)
-from seqnlp.decoding import filter_logits, greedy, sample
+from seqnlp.decoding import check_decoding, filter_logits, greedy, sample
 from seqnlp.device import autocast, resolve_device, use_bf16
 from seqnlp.encoders import CELLS, RNNEncoder, State, detach_state, native_kernels
 from seqnlp.errors import SeqnlpError
@@ -299,17 +298,10 @@ class _StepDecoder:
 
 def check_sampling(length: int, temperature: float, top_k: int | None, top_p: float | None,
                    num_samples: int = 1) -> None:
-    """SeqnlpError for sampling settings outside their ranges (before any model is loaded)."""
-    if length < 0:
-        raise SeqnlpError(f"--length must be >= 0, not {length}")
-    if not temperature > 0 or not math.isfinite(temperature):
-        raise SeqnlpError(f"--temperature must be > 0, not {temperature} (use --greedy for the most likely text)")
-    if top_k is not None and top_k < 1:
-        raise SeqnlpError(f"--top-k must be >= 1, not {top_k}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise SeqnlpError(f"--top-p must be in (0, 1], not {top_p}")
-    if num_samples < 1:
-        raise SeqnlpError(f"--num-samples must be >= 1, not {num_samples}")
+    """SeqnlpError naming the flag of a sampling setting outside its range (before any model is loaded)."""
+    check_decoding(temperature, top_k, top_p, length=length, flags=True)
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise SeqnlpError(f"--num-samples must be >= 1 (an integer), not {num_samples!r}")
 
 
 class CharLM:
@@ -365,7 +357,7 @@ class CharLM:
         An empty prime starts a new text (from <bos>). The same seed gives the same text. `on_text` receives
         each new character as it is produced (for streaming).
         """
-        check_sampling(length, temperature, top_k, top_p)
+        check_decoding(temperature, top_k, top_p, length=length)
         with autocast(self.device, self.bf16):
             state, start = self._prime_state(prime)
             if greedy_decoding:
