@@ -34,6 +34,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from seqnlp.config import resolve
 from seqnlp.data import pad
 from seqnlp.tasks import sentiment
+from seqnlp.tasks.runner import SourceConfig, benchmark_of
 from seqnlp.tokenization import Tokenizer
 from seqnlp.trainer import TrainConfig, Trainer
 
@@ -158,7 +159,6 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     os.environ.setdefault("SEQNLP_DATA_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
 
-    data = resolve(sentiment.DataConfig, {"benchmark": args.benchmark})
     preset = sentiment.PRESETS.get(args.benchmark, {})
     sizes = {k: v for k, v in (("embedding_size", args.embedding_size), ("hidden_size", args.hidden_size),
                                ("batch_size", args.batch_size)) if v is not None}
@@ -168,13 +168,15 @@ def main(argv: list[str] | None = None) -> int:
     config = resolve(sentiment.ModelConfig, None, {**preset.get("model", {}), **sizes,
                                                    "pretrain": "", "freeze_embedding": args.frozen_table})
     train = resolve(TrainConfig, None, {**sentiment.TRAIN_DEFAULTS, **preset.get("train", {})})
-    bench, cols = sentiment.data_source(data)
-    rows = sentiment.load_rows(bench, "train", cols)
-    names = sentiment.label_names(rows[1], rows[2], rows[3])
-    tokenizer = Tokenizer.train((sentiment.clean(t) for t in rows[0]), level=config.tokenizer,
+    bench = benchmark_of("sentiment", SourceConfig(benchmark=args.benchmark), "imdb")
+    ds = bench.load_split("train")
+    cols = {role: list(ds[column]) for role, column in bench.columns.items()}
+    feature = ds.features[bench.columns["label"]]
+    names = sentiment.label_names(cols["label"], feature, bench.name)
+    tokenizer = Tokenizer.train((sentiment.clean(t) for t in cols["text"]), level=config.tokenizer,
                                 vocab_size=config.vocab_size or None, min_frequency=config.min_frequency,
                                 lowercase=config.lowercase)
-    split = sentiment.make_split(*rows, names=names, tokenizer=tokenizer, config=config).labelled()
+    split = sentiment.make_split(cols, feature, f"{bench.name} train", names, tokenizer, config)
     print(f"{bench.name} train: {len(split.ids)} texts, {int(split.lengths.sum())} tokens "
           f"({config.tokenizer} vocabulary {tokenizer.vocab_size}); embedding {config.embedding_size}, "
           f"hidden {config.hidden_size}, bi-LSTM; torch {torch.__version__}, {torch.get_num_threads()} threads",

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import torch
 
@@ -20,6 +19,14 @@ from seqnlp import metrics
 from seqnlp.errors import SeqnlpError, cli_main
 from seqnlp.io import atomic_write_json
 from seqnlp.tasks import translation as tr
+from seqnlp.tasks.runner import SourceConfig, benchmark_of, read_config
+
+
+def _source(config: dict) -> SourceConfig:
+    from seqnlp.tasks.runner import _source_values
+
+    values = _source_values(config)
+    return SourceConfig(**values)
 
 
 @cli_main
@@ -37,12 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     translator = tr.load(args.model)
-    config = tr._read_run_config(Path(args.model))
-    where = config.get("source", {})
-    source = tr._source(where.get("benchmark_path") or where.get("benchmark"), where.get("dataset"),
-                        where.get("source_column"), where.get("target_column"))
-    ds, split_where = source.split(args.split)
-    sources, refs = tr._texts(ds, source)
+    _, config = read_config(args.model, "translation")
+    bench = benchmark_of("translation", _source(config), tr.DEFAULT_BENCHMARK)
+    ds, split_where = bench.load_split(args.split), bench.split_name(args.split)
+    sources, refs = list(ds[bench.columns["source"]]), list(ds[bench.columns["target"]])
     corpus = translator._corpus(sources, refs, split_where)
     batch_size = args.batch_size or translator.data_config.eval_batch_size
     decode = translator.decode_config
