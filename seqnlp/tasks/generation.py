@@ -41,6 +41,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,9 +77,9 @@ class ModelConfig:
 
     cell: str = opt("lstm", "recurrent cell", choices=CELLS)
     layers: int = opt(2, "stacked recurrent layers", min=1)
+    dropout: float = opt(0.15, "dropout between recurrent layers and before the output layer", min=0, max=0.95)
     hidden_size: int = opt(512, "H, recurrent state size", min=1)
     embedding_size: int = opt(128, "E, character embedding width", min=1)
-    dropout: float = opt(0.15, "dropout between recurrent layers and before the output layer", min=0, max=0.95)
     # Tying shares the V x E embedding with the output layer (Press & Wolf 2017); with E != H a
     # projection H → E is added before the output layer.
     tie_weights: bool = opt(False, "share the embedding matrix with the output layer")
@@ -508,6 +509,9 @@ def _generate(args: argparse.Namespace, load_model: Callable[[], CharLM]) -> int
     return 0
 
 
+COMMANDS = {"generate": Command("Sample text from a trained character model, streamed as it is produced.",
+                              _generate_arguments, _generate)}
+
 SPEC = TaskSpec(
     name=TASK, summary="Train a character language model (default: 2x512 LSTM on Tiny Shakespeare for 25 "
                        "minutes) and score it in nats/char.",
@@ -515,15 +519,11 @@ SPEC = TaskSpec(
     train_defaults=TRAIN_DEFAULTS, presets={}, metric="nats_per_char", higher_is_better=False, prepare=prepare,
     load=_load, score=scoring.language_model, describe=describe, baseline=baselines.fit_char_ngram,
     usage=('{module} generate --model {run} --prime "ROMEO:" --length 500',),
-    commands={"generate": Command("Sample text from a trained character model, streamed as it is produced.",
-                                  _generate_arguments, _generate)},
+    commands=COMMANDS,
 )
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m seqnlp.tasks.generation [train|generate|evaluate] ...`; train is the default."""
-    return run_main(SPEC, argv)
-
+main = partial(run_main, SPEC)  # python -m seqnlp.tasks.generation [train|evaluate|...] ...
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -33,6 +33,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -487,21 +488,20 @@ def _predict(args: argparse.Namespace, load_model: Callable[[], SentimentPredict
     return 0
 
 
+COMMANDS = {"predict": Command("Classify texts given as arguments, or one per line on stdin.",
+                             _predict_arguments, _predict)}
+
 SPEC = TaskSpec(
     name=TASK, summary="Train a text classifier (default: bi-LSTM on IMDB) and score it.",
     sections={"model": ModelConfig}, default_benchmark="imdb", train_defaults=TRAIN_DEFAULTS, presets=PRESETS,
     metric="accuracy", higher_is_better=True, prepare=prepare, load=_load, score=scoring.classification,
     describe=describe, baseline=baselines.fit_tfidf, report=report,
     usage=('{module} predict --model {run} "a great film" "a dull film"',),
-    commands={"predict": Command("Classify texts given as arguments, or one per line on stdin.",
-                                 _predict_arguments, _predict)},
+    commands=COMMANDS,
 )
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m seqnlp.tasks.sentiment [train|evaluate|predict] ...`; train is the default."""
-    return run_main(SPEC, argv)
-
+main = partial(run_main, SPEC)  # python -m seqnlp.tasks.sentiment [train|evaluate|...] ...
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from functools import partial
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -610,6 +611,11 @@ def _attention(args: argparse.Namespace, load_model: Callable[[], Translator]) -
     return 0
 
 
+COMMANDS = {"translate": Command("Translate sentences given as arguments or on stdin (one per line).",
+                               _translate_arguments, _translate),
+          "attention": Command("Save an attention heatmap PNG for one sentence.", _attention_arguments,
+                               _attention)}
+
 SPEC = TaskSpec(
     name=TASK, summary="Train a recurrent encoder-decoder translator with attention (default: Multi30k de→en).",
     sections={"model": ModelConfig, "data": DataConfig, "decode": DecodeConfig}, default_benchmark=DEFAULT_BENCHMARK,
@@ -617,17 +623,11 @@ SPEC = TaskSpec(
     score=scoring.translation, describe=describe, baseline=baselines.fit_copy_source, evaluate_options=(_beam_flag, _set_beam),
     usage=('{module} translate --model {run} --beam 5 "Ein Hund läuft im Schnee."',
            '{module} attention --model {run} --text "Zwei Männer spielen Fußball." --out attention.png'),
-    commands={"translate": Command("Translate sentences given as arguments or on stdin (one per line).",
-                                   _translate_arguments, _translate),
-              "attention": Command("Save an attention heatmap PNG for one sentence.", _attention_arguments,
-                                   _attention)},
+    commands=COMMANDS,
 )
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m seqnlp.tasks.translation [train|evaluate|translate|attention] ...`; train is the default."""
-    return run_main(SPEC, argv)
-
+main = partial(run_main, SPEC)  # python -m seqnlp.tasks.translation [train|evaluate|...] ...
 
 if __name__ == "__main__":
     sys.exit(main())
