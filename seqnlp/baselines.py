@@ -272,10 +272,11 @@ def fit_copy_source(bench: Benchmark, data_dir: str | Path | None) -> tuple[Any,
 
 
 def run_baseline(benchmark: str | Path | Benchmark, *, data_dir: str | Path | None = None,
-                 results_dir: str | Path | None = None) -> dict[str, Any]:
+                 results_dir: str | Path | None = None) -> tuple[dict[str, Any], Any]:
     """Fit the task's baseline on train (tuned on validation), score the benchmark's scored split.
 
-    Returns the results dict; with `results_dir`, also appends it as results_dir/<benchmark>/<date>-<model>.json.
+    Returns the results dict and the baseline's outputs; with `results_dir`, also appends them as
+    results_dir/<benchmark>/<date>-<model>.json (and .outputs.json.gz).
     """
     bench = benchmark if isinstance(benchmark, Benchmark) else load_benchmark(benchmark)
     model, config, seconds, train_chars = spec(bench.task).baseline(bench, data_dir)
@@ -288,5 +289,5 @@ def run_baseline(benchmark: str | Path | Benchmark, *, data_dir: str | Path | No
         extra={"train_chars": train_chars} if train_chars else None,
     )
     if results_dir is not None:
-        append_result(results_dir, result)
-    return result
+        append_result(results_dir, result, evaluation.outputs)
+    return result, evaluation.outputs

@@ -4,6 +4,7 @@
     python -m seqnlp.leaderboard run sst2 --time-budget 10              # train the reference config
     python -m seqnlp.leaderboard run --baselines                        # non-neural baselines
     python -m seqnlp.leaderboard show                                   # ranked Markdown tables
+    python -m seqnlp.leaderboard verify [FILE ...]                      # score stored outputs again
 
 Bring your own model: `evaluate(model, "sst2")` scores any object that follows the protocol of the
 benchmark's task kind, with the same metric code that scores seqnlp's own runs:
@@ -22,6 +23,7 @@ are ranked. Published numbers from tasks/references.toml are shown beside each t
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 import tempfile
@@ -34,7 +36,7 @@ from seqnlp import scoring
 from seqnlp.benchmark import NOT_BENCHMARKS, Benchmark, list_benchmarks, load_benchmark, tasks_dir
 from seqnlp.errors import SeqnlpError, cli_main
 from seqnlp.metrics import Score
-from seqnlp.results import append_result, iter_results, read_result
+from seqnlp.results import append_result, iter_results, read_outputs, read_result
 from seqnlp.tasks import spec
 
 def evaluate(model: Any, benchmark: str | Path | Benchmark, *, split: str | None = None, limit: int | None = None,
@@ -162,6 +164,43 @@ def _arrow(metric: str) -> str:
     return "↑" if METRIC_DIRECTIONS.get(metric, True) else "↓"
 
 
+def verify_result(path: str | Path, result: dict[str, Any] | None = None) -> tuple[str, str]:
+    """Score a result's stored outputs again against its benchmark's references: (status, message).
+
+    status: "verified" (every metric recomputed equal), "mismatch" (a metric differs, or the outputs were
+    changed), "no outputs" (the result stores none), or "unverifiable" (its benchmark or split cannot be read).
+    """
+    path = Path(path)
+    try:
+        result = result if result is not None else read_result(path)
+        outputs = read_outputs(path, result)
+    except SeqnlpError as err:
+        return "mismatch", str(err)
+    if outputs is None:
+        return "no outputs", "the result stores no outputs of the model, so its numbers cannot be checked"
+    try:
+        bench = load_benchmark(result["benchmark"])
+    except SeqnlpError as err:
+        return "unverifiable", str(err)
+    if bench.version != result["version"]:
+        return "unverifiable", f"benchmark version {result['version']}, the file is now version {bench.version}"
+    role = next((r for r in scoring.SPLIT_ROLES if bench.split_name(r) == result["split"]), None)
+    if role is None:
+        return "unverifiable", f"split {result['split']!r} is none of {bench.name}'s train/validation/test"
+    try:
+        again = scoring.measure(outputs, bench, role).values()
+    except (SeqnlpError, KeyError, TypeError, ValueError) as err:
+        return "mismatch", f"the stored outputs cannot be scored ({err})"
+    wrong = [f"{name} {m['value']!r} (recomputed {again.get(name)!r})" for name, m in result["metrics"].items()
+             if name not in again or abs(again[name] - m["value"]) > 1e-9 * max(1.0, abs(m["value"]))]
+    if wrong:
+        return "mismatch", "the stored outputs score differently: " + "; ".join(wrong)
+    return "verified", f"{len(result['metrics'])} metrics recomputed from {len(json.dumps(outputs)):,} bytes of outputs"
+
+
+VERIFIED_MARK = {"verified": "✓", "no outputs": "no outputs", "mismatch": "✗ MISMATCH", "unverifiable": "?"}
+
+
 def render_markdown(results_dir: str | Path = "results", *, references: bool = True,
                     benchmarks: Sequence[str] | None = None) -> str:
     """The leaderboard as Markdown: one ranked table per benchmark, then its published references."""
@@ -180,15 +219,16 @@ def render_markdown(results_dir: str | Path = "results", *, references: bool = T
                   f"(benchmark version {bench.version})", ""]
         ranked, skipped = rank(by_bench.pop(bench.name, []), bench)
         head = ["rank", "model", f"{bench.metric} {_arrow(bench.metric)}"] + [f"{m} {_arrow(m)}" for m in others] + [
-            "params", "train time", "hardware", "date"]
+            "params", "train time", "hardware", "date", "verified"]
         if ranked:
             lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-            for rk, _, r in ranked:
+            for rk, path, r in ranked:
                 m = r["metrics"]
                 row = [str(rk), _cell(r["model"]), _fmt_value(bench.metric, m[bench.metric]["value"])]
                 row += [_fmt_value(o, m[o]["value"] if o in m else None) for o in others]
                 row += [_fmt_params(r["params"]), _fmt_seconds(r["train_seconds"]),
-                        _cell(_fmt_hardware(r["hardware"])), r["date"][:10]]
+                        _cell(_fmt_hardware(r["hardware"])), r["date"][:10],
+                        VERIFIED_MARK[verify_result(path, r)[0]]]
                 lines.append("| " + " | ".join(row) + " |")
         else:
             lines.append("No results yet.")
@@ -262,10 +302,11 @@ def _call_task(bench: Benchmark, argv: list[str], results_dir: Path) -> dict[str
         if not file.is_file():
             raise SeqnlpError(f"seqnlp.tasks.{bench.task} {argv[0]} wrote no results file")
         result = read_result(file)
+        outputs = read_outputs(file, result)
     if result["benchmark"] != bench.name or result["version"] != bench.version:
         raise SeqnlpError(f"the task wrote a result for {result['benchmark']} v{result['version']}, expected "
                           f"{bench.name} v{bench.version}")
-    path = append_result(results_dir, result)
+    path = append_result(results_dir, result, outputs)
     _report(result, path, bench)
     return result
 
@@ -308,8 +349,8 @@ def run(benchmarks: Sequence[str], *, models: Sequence[str] = (), baselines: boo
 
         for bench in chosen:
             start = time.perf_counter()
-            result = run_baseline(bench, results_dir=None)
-            path = append_result(results_dir, result)
+            result, outputs = run_baseline(bench, results_dir=None)
+            path = append_result(results_dir, result, outputs)
             _report(result, path, bench)
             print(f"  wall time {time.perf_counter() - start:.1f} s")
     if train:
@@ -348,6 +389,10 @@ def main(argv: list[str] | None = None) -> int:
     p_show.add_argument("--output", metavar="FILE", help="write the tables here instead of stdout")
     p_show.add_argument("--update", metavar="FILE",
                         help=f"replace the text between {MARK_START} and {MARK_END} in FILE (e.g. README.md)")
+    p_verify = sub.add_parser("verify", help="score each result's stored outputs again and flag any mismatch")
+    p_verify.add_argument("files", nargs="*", metavar="FILE", help="results files (default: every one under "
+                          "--results-dir)")
+    p_verify.add_argument("--results-dir", default="results", help="folder of results JSON files")
     sub.add_parser("list", help="list the benchmarks")
     args = parser.parse_args(argv)
     if args.command == "list":
@@ -355,6 +400,18 @@ def main(argv: list[str] | None = None) -> int:
             b = load_benchmark(name)
             print(f"{name}\tv{b.version}\t{b.task}\t{b.metric} {_arrow(b.metric)} on {b.test_split}")
         return 0
+    if args.command == "verify":
+        files = [Path(f) for f in args.files] or [p for p, _ in iter_results(args.results_dir)]
+        if not files:
+            raise SeqnlpError(f"no results files to verify under {args.results_dir}")
+        statuses = []
+        for file in files:
+            status, message = verify_result(file)
+            statuses.append(status)
+            print(f"{VERIFIED_MARK[status]:<12} {file}: {message}")
+        counts = {s: statuses.count(s) for s in VERIFIED_MARK if s in statuses}
+        print(", ".join(f"{n} {s}" for s, n in counts.items()))
+        return 0 if set(counts) == {"verified"} else 1  # missing outputs are flagged too
     if args.command == "show":
         for b in args.benchmarks:
             if b in NOT_BENCHMARKS:

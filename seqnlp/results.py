@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from seqnlp.errors import SeqnlpError
-from seqnlp.io import atomic_write_json, read_file_bytes, read_json
+from seqnlp.io import atomic_write_bytes, atomic_write_json, read_file_bytes, read_json
 
 # Library versions recorded in every result (distribution names on PyPI).
 VERSIONED = ("torch", "datasets", "tokenizers", "sacrebleu", "scikit-learn", "numpy", "seqnlp")
@@ -289,24 +289,66 @@ def check_results_path(path: str | Path | None) -> None:
     git_commit()
 
 
-def write_result(path: str | Path, result: dict[str, Any]) -> Path:
+OUTPUTS_SUFFIX = ".outputs.json.gz"  # beside <name>.json: what the model produced on the scored split
+MAX_OUTPUTS_BYTES = 256 * 1024 * 1024
+
+
+def outputs_path(path: str | Path) -> Path:
+    """Where the outputs of the result at `path` are kept: <name>.outputs.json.gz beside <name>.json."""
+    path = Path(path)
+    return path.with_name(path.name.removesuffix(".json") + OUTPUTS_SUFFIX)
+
+
+def write_result(path: str | Path, result: dict[str, Any], outputs: Any = None) -> Path:
     """Validate and atomically write one result as JSON; returns the path.
 
-    Refuses (SeqnlpError) a path that is one of a run folder's own files, or an existing file that is not
-    a valid seqnlp results file; see `check_results_path`.
+    With `outputs` (the model's outputs on the scored split, `seqnlp.scoring.Evaluation.outputs`) they are
+    written gzipped beside it and their sha256 recorded in `extra.outputs`, so `leaderboard verify` can score
+    them again. Refuses (SeqnlpError) a path that is one of a run folder's own files, or an existing file that
+    is not a valid seqnlp results file; see `check_results_path`.
     """
+    import gzip
+    import hashlib
+
     path = Path(path)
-    validate_result(result, str(path))
     _check_target(path, "results file")
+    if outputs is not None:
+        blob = gzip.compress(json.dumps(outputs, ensure_ascii=False).encode("utf-8"), mtime=0)
+        result = {**result, "extra": {**(result.get("extra") or {}), "outputs": {
+            "file": outputs_path(path).name, "sha256": hashlib.sha256(blob).hexdigest()}}}
+        validate_result(result, str(path))
+        atomic_write_bytes(outputs_path(path), blob)
+    validate_result(result, str(path))
     atomic_write_json(path, result)
     return path
+
+
+def read_outputs(path: str | Path, result: dict[str, Any]) -> Any:
+    """The outputs stored beside the result at `path`; None when it names none; SeqnlpError when the file is
+    missing or its sha256 differs from the one the result records."""
+    import gzip
+    import hashlib
+
+    named = (result.get("extra") or {}).get("outputs")
+    if not isinstance(named, dict) or not isinstance(named.get("sha256"), str):
+        return None
+    file = outputs_path(path)
+    if not file.is_file():
+        raise SeqnlpError(f"{file} is missing; the result names its outputs but they are not beside it")
+    blob = read_file_bytes(file, MAX_OUTPUTS_BYTES, "outputs file")
+    if hashlib.sha256(blob).hexdigest() != named["sha256"]:
+        raise SeqnlpError(f"{file} does not match the sha256 its result records; the outputs were changed")
+    try:
+        return json.loads(gzip.decompress(blob).decode("utf-8"))
+    except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise SeqnlpError(f"{file} is not gzipped JSON ({err})") from None
 
 
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "model"
 
 
-def append_result(folder: str | Path, result: dict[str, Any]) -> Path:
+def append_result(folder: str | Path, result: dict[str, Any], outputs: Any = None) -> Path:
     """Write `result` as a new file `folder/<benchmark>/<date>-<model>.json`, never overwriting one."""
     validate_result(result)
     stamp = result["date"].replace(":", "").replace("-", "")[:15]  # 20261122T050000
@@ -316,7 +358,7 @@ def append_result(folder: str | Path, result: dict[str, Any]) -> Path:
     while path.exists():
         n += 1
         path = Path(f"{base}-{n}.json")
-    return write_result(path, result)
+    return write_result(path, result, outputs)
 
 
 def read_result(path: str | Path) -> dict[str, Any]:

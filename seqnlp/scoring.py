@@ -1,7 +1,7 @@
 """One way to score a predictor on a benchmark split: each task's `evaluate`, the end of training, the
 leaderboard and a user's own model all call `score`, so the same model gets the same numbers every way.
 
-Each recipe names its scorer (`TaskSpec.score`; the three below). A predictor is any object with the method its benchmark's kind needs (the bring-your-own protocol):
+Each recipe names its `Scorer` (`TaskSpec.score`; the three below), a `predict` step and a `measure` step. A predictor is any object with the method its benchmark's kind needs (the bring-your-own protocol):
 
 - sentiment:   `predict(texts) -> list[label name | label id | {"label": ...}]`; optional `labels` (class names);
 - generation:  `log_prob(text) -> total nats` (or `score`); optional `nll(texts) -> (total nats, characters)`,
@@ -24,7 +24,7 @@ import numpy as np
 from seqnlp import metrics
 from seqnlp.benchmark import Benchmark, load_benchmark
 from seqnlp.data import check_columns
-from seqnlp.errors import SeqnlpError
+from seqnlp.errors import SeqnlpError, check_finite
 from seqnlp.metrics import Score
 from seqnlp.tasks import spec
 
@@ -40,6 +40,7 @@ class Evaluation:
     split: str  # the dataset split behind the role, as recorded in results
     scores: list[Score]
     details: dict[str, Any] = field(default_factory=dict)  # per-kind extras: n, confusion, labels, ...
+    outputs: Any = None  # what the model produced (labels, hypotheses, NLL), from which `measure` scores again
 
     def values(self) -> dict[str, float]:
         """{metric: value}."""
@@ -139,32 +140,46 @@ def as_class_names(values: Sequence[Any], feature: Any, names: Sequence[str], wh
     return out
 
 
-def classification(model: Any, cols: dict[str, list[Any]], features: dict[str, Any], bench: Benchmark,
-                   ) -> tuple[list[Score], dict[str, Any]]:
+def _references(cols: dict[str, list[Any]], features: dict[str, Any], bench: Benchmark, labels: Sequence[str] | None,
+                ) -> tuple[list[str], list[int], list[str]]:
+    """(class names, rows that have a label, their labels as names) of a scored label column."""
     where = f"{bench.name} {bench.split_name()}"
     feature = features.get(bench.columns["label"])
-    labels = [str(n) for n in getattr(model, "labels", None) or []] or class_names(cols["label"], feature, where)
+    labels = list(labels or []) or class_names(cols["label"], feature, where)
     given = as_class_names(cols["label"], feature, labels, where)
     keep = [i for i, name in enumerate(given) if name is not None]
     if not keep:
         raise SeqnlpError(f"{where}: the scored split has no labels (-1 or empty); score a labelled split")
-    if len(keep) < len(given):
-        _note(f"{where}: {len(given) - len(keep)} of {len(given)} rows have no label (-1 or empty) and are left out")
-    refs = [given[i] for i in keep]
+    return labels, keep, [given[i] for i in keep]  # type: ignore[misc]
+
+
+def _predict_classes(model: Any, cols: dict[str, list[Any]], features: dict[str, Any], bench: Benchmark) -> Any:
+    labels, keep, _ = _references(cols, features, bench, [str(n) for n in getattr(model, "labels", None) or []])
+    if len(keep) < len(cols["label"]):
+        _note(f"{bench.name} {bench.split_name()}: {len(cols['label']) - len(keep)} of {len(cols['label'])} rows "
+              "have no label (-1 or empty) and are left out")
     hyps = list(_method(model, ["predict"], "sentiment")([cols["text"][i] for i in keep]))
-    if len(hyps) != len(refs):
-        raise SeqnlpError(f"predict() returned {len(hyps)} labels for {len(refs)} texts; return one per text")
+    if len(hyps) != len(keep):
+        raise SeqnlpError(f"predict() returned {len(hyps)} labels for {len(keep)} texts; return one per text")
     hyps = as_class_names([h["label"] if isinstance(h, dict) and "label" in h else h for h in hyps], None, labels,
                           f"{type(model).__name__}.predict()")
     if any(h is None for h in hyps):
         raise SeqnlpError(f"{type(model).__name__}.predict() returned no label for some texts; return one per text")
-    out = {"accuracy": lambda: metrics.accuracy(refs, hyps), "macro_f1": lambda: metrics.macro_f1(refs, hyps, labels)}
+    return {"labels": labels, "predicted": hyps}
+
+
+def _measure_classes(out: Any, cols: dict[str, list[Any]], features: dict[str, Any], bench: Benchmark,
+                     ) -> tuple[list[Score], dict[str, Any]]:
+    labels, _, refs = _references(cols, features, bench, out["labels"])
+    hyps = out["predicted"]
+    if len(hyps) != len(refs):
+        raise SeqnlpError(f"{len(hyps)} predicted labels for {len(refs)} labelled rows")
+    scores = {"accuracy": lambda: metrics.accuracy(refs, hyps), "macro_f1": lambda: metrics.macro_f1(refs, hyps, labels)}
     details = {"n": len(refs), "unit": "texts", "labels": labels, "confusion": metrics.confusion(refs, hyps, labels)}
-    return [out[m]() for m in bench.metrics if m in out], details
+    return [scores[m]() for m in bench.metrics if m in scores], details
 
 
-def language_model(model: Any, cols: dict[str, list[Any]], features: dict[str, Any], bench: Benchmark,
-                    ) -> tuple[list[Score], dict[str, Any]]:
+def _predict_nll(model: Any, cols: dict[str, list[Any]], features: dict[str, Any], bench: Benchmark) -> Any:
     texts = [t for t in cols["text"] if t]
     if not texts:
         raise SeqnlpError(f"benchmark {bench.name}: the scored split holds no text")
@@ -181,50 +196,81 @@ def language_model(model: Any, cols: dict[str, list[Any]], features: dict[str, A
                 raise SeqnlpError(f"log_prob() returned {lp} for a {len(t)}-character text; it must be a finite "
                                   "total natural-log probability (<= 0)")
             nll -= min(lp, 0.0)
-    if not math.isfinite(nll):
-        raise SeqnlpError(f"the model's total NLL on {bench.name} is {nll}: its outputs are not finite")
-    out = {"nats_per_char": lambda: metrics.nats_per_char(nll, count),
-           "bits_per_char": lambda: metrics.bits_per_char(nll, count),
-           "perplexity": lambda: metrics.perplexity(nll, count, unit="char")}
-    return [out[m]() for m in bench.metrics if m in out], {"n": count, "unit": "characters", "nll": nll}
+    check_finite(nll, f"{type(model).__name__} on {bench.name}")
+    return {"nll": float(nll), "count": int(count)}
 
 
-def translation(model: Any, cols: dict[str, list[Any]], features: dict[str, Any], bench: Benchmark,
+def _measure_nll(out: Any, cols: dict[str, list[Any]], features: dict[str, Any], bench: Benchmark,
                  ) -> tuple[list[Score], dict[str, Any]]:
+    nll, count = out["nll"], out["count"]
+    chars = sum(len(t) for t in cols["text"] if t)
+    if count != chars:
+        raise SeqnlpError(f"the predictions count {count} characters, the scored split has {chars}")
+    scores = {"nats_per_char": lambda: metrics.nats_per_char(nll, count),
+              "bits_per_char": lambda: metrics.bits_per_char(nll, count),
+              "perplexity": lambda: metrics.perplexity(nll, count, unit="char")}
+    return [scores[m]() for m in bench.metrics if m in scores], {"n": count, "unit": "characters", "nll": nll}
+
+
+def _predict_translations(model: Any, cols: dict[str, list[Any]], features: dict[str, Any], bench: Benchmark) -> Any:
     import time
 
-    sources, refs = [str(s) for s in cols["source"]], [str(t) for t in cols["target"]]
+    sources = [str(s) for s in cols["source"]]
     begin = time.perf_counter()
     hyps = list(_method(model, ["translate"], "translation")(list(sources)))
     seconds = time.perf_counter() - begin
-    if len(hyps) != len(refs) or not all(isinstance(h, str) for h in hyps):
-        raise SeqnlpError(f"translate() must return one string per source sentence ({len(refs)}), "
+    if len(hyps) != len(sources) or not all(isinstance(h, str) for h in hyps):
+        raise SeqnlpError(f"translate() must return one string per source sentence ({len(sources)}), "
                           f"got {len(hyps)} items")
-    if getattr(model, "lowercase", False):  # a lowercasing model is scored against lowercased references
-        refs = [r.lower() for r in refs]
-    out: dict[str, Callable[[], Score]] = {"bleu": lambda: metrics.bleu(hyps, refs),
-                                           "chrf": lambda: metrics.chrf(hyps, refs)}
+    out = {"hypotheses": hyps, "lowercase": bool(getattr(model, "lowercase", False)),
+           "beam": getattr(model, "beam", None), "sentences_per_second": round(len(sources) / max(seconds, 1e-9), 2)}
     nll_fn = getattr(model, "target_nll", None)
     if callable(nll_fn):
-        def ppl() -> Score:
-            nll, count = nll_fn(sources, refs)
-            return metrics.perplexity(float(nll), int(count), unit="target token")
-        out["perplexity"] = ppl
-    details = {"n": len(refs), "unit": "sentences", "sentences_per_second": round(len(refs) / max(seconds, 1e-9), 2),
-               "beam": getattr(model, "beam", None), "hypotheses": hyps[:5]}
-    return [out[m]() for m in bench.metrics if m in out], details
+        refs = [str(t).lower() if out["lowercase"] else str(t) for t in cols["target"]]
+        nll, count = nll_fn(sources, refs)
+        out |= {"nll": float(check_finite(float(nll), f"{type(model).__name__} on {bench.name}")), "count": int(count)}
+    return out
+
+
+def _measure_translations(out: Any, cols: dict[str, list[Any]], features: dict[str, Any], bench: Benchmark,
+                          ) -> tuple[list[Score], dict[str, Any]]:
+    hyps = out["hypotheses"]
+    # a lowercasing model is scored against lowercased references
+    refs = [str(t).lower() if out["lowercase"] else str(t) for t in cols["target"]]
+    scores: dict[str, Callable[[], Score]] = {"bleu": lambda: metrics.bleu(hyps, refs),
+                                              "chrf": lambda: metrics.chrf(hyps, refs)}
+    if "nll" in out:
+        scores["perplexity"] = lambda: metrics.perplexity(out["nll"], out["count"], unit="target token")
+    details = {"n": len(refs), "unit": "sentences", "beam": out["beam"],
+               "sentences_per_second": out["sentences_per_second"], "hypotheses": hyps[:5]}
+    return [scores[m]() for m in bench.metrics if m in scores], details
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """How a kind is scored, in two steps kept apart so stored outputs can be scored again (`verify`):
+    `predict(model, columns, features, benchmark)` asks a predictor for its outputs (JSON-ready), and
+    `measure(outputs, columns, features, benchmark) -> (scores, details)` turns them and the references into scores."""
+
+    predict: Callable[[Any, dict[str, list[Any]], dict[str, Any], Benchmark], Any]
+    measure: Callable[[Any, dict[str, list[Any]], dict[str, Any], Benchmark], tuple[list[Score], dict[str, Any]]]
+
+    def __call__(self, model: Any, cols: dict[str, list[Any]], features: dict[str, Any], bench: Benchmark,
+                 ) -> tuple[list[Score], dict[str, Any]]:
+        """Both steps: (scores, details) of `model` on these columns."""
+        return self.measure(self.predict(model, cols, features, bench), cols, features, bench)
+
+
+classification = Scorer(_predict_classes, _measure_classes)
+language_model = Scorer(_predict_nll, _measure_nll)
+translation = Scorer(_predict_translations, _measure_translations)
 
 
 # ---------------------------------------------------------------------------------------------- entry point
 
 
-def score(model: Any, benchmark: str | Path | Benchmark, split: str = "test", *, limit: int | None = None,
-          data_dir: str | Path | None = None) -> Evaluation:
-    """Score `model` on a split role of a benchmark ("test" = its scored split, "validation", "train").
-
-    `limit` scores only the first `limit` rows. The model follows its kind's predictor protocol (module docstring).
-    """
-    bench = benchmark if isinstance(benchmark, Benchmark) else load_benchmark(benchmark)
+def _columns(bench: Benchmark, split: str, limit: int | None, data_dir: str | Path | None,
+             ) -> tuple[dict[str, list[Any]], dict[str, Any]]:
     if split not in SPLIT_ROLES:
         raise SeqnlpError(f"split must be one of {', '.join(SPLIT_ROLES)} (a role, not a dataset split name), "
                           f"not {split!r}")
@@ -236,7 +282,27 @@ def score(model: Any, benchmark: str | Path | Benchmark, split: str = "test", *,
     check_columns(ds, list(bench.columns.values()), source=bench.source(data_dir))
     if len(ds) == 0:
         raise SeqnlpError(f"{bench.name} {bench.split_name(split)} is empty; nothing to score")
-    cols = {role: list(ds[col]) for role, col in bench.columns.items()}
-    features = dict(getattr(ds, "features", None) or {})
-    scores, details = spec(bench.task).score(model, cols, features, bench)
-    return Evaluation(bench, split, bench.split_name(split), scores, details)
+    return {role: list(ds[col]) for role, col in bench.columns.items()}, dict(getattr(ds, "features", None) or {})
+
+
+def measure(outputs: Any, benchmark: str | Path | Benchmark, split: str = "test", *,
+            data_dir: str | Path | None = None) -> Evaluation:
+    """Score stored outputs of a model (`Evaluation.outputs`) against a benchmark split's references again."""
+    bench = benchmark if isinstance(benchmark, Benchmark) else load_benchmark(benchmark)
+    cols, features = _columns(bench, split, None, data_dir)
+    scores, details = spec(bench.task).score.measure(outputs, cols, features, bench)
+    return Evaluation(bench, split, bench.split_name(split), scores, details, outputs)
+
+
+def score(model: Any, benchmark: str | Path | Benchmark, split: str = "test", *, limit: int | None = None,
+          data_dir: str | Path | None = None) -> Evaluation:
+    """Score `model` on a split role of a benchmark ("test" = its scored split, "validation", "train").
+
+    `limit` scores only the first `limit` rows. The model follows its kind's predictor protocol (module docstring).
+    """
+    bench = benchmark if isinstance(benchmark, Benchmark) else load_benchmark(benchmark)
+    cols, features = _columns(bench, split, limit, data_dir)
+    scorer = spec(bench.task).score
+    outputs = scorer.predict(model, cols, features, bench)
+    scores, details = scorer.measure(outputs, cols, features, bench)
+    return Evaluation(bench, split, bench.split_name(split), scores, details, outputs)

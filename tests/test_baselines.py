@@ -22,17 +22,19 @@ def _fixture_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_tfidf_logreg_separates_a_separable_set(tmp_path: Path) -> None:
-    r = run_baseline("tiny_sentiment", results_dir=tmp_path)
+    r, outputs = run_baseline("tiny_sentiment", results_dir=tmp_path)
     assert r["metrics"]["accuracy"]["value"] == 100.0 and r["metrics"]["macro_f1"]["value"] == 100.0
     assert r["model"] == "baseline: tf-idf + logreg" and r["split"] == "test" and r["params"] > 0
     assert r["config"]["C"] in r["config"]["C_grid"]
-    assert read_results(tmp_path) == [r]
+    (written,) = read_results(tmp_path)  # with its outputs beside it, named by their sha256
+    assert {**written, "extra": None} == {**r, "extra": None} and len(outputs["predicted"]) == 10
+    assert len(list(tmp_path.rglob("*.outputs.json.gz"))) == 1 and "sha256" in written["extra"]["outputs"]
     model = TfidfLogReg().fit(["good good", "bad bad", "good film", "bad film"], [1, 0, 1, 0])
     assert model.predict(["a good one", "a bad one"]) == [1, 0]
 
 
 def test_copy_source_on_identical_pairs_scores_100() -> None:
-    r = run_baseline("tiny_translation")
+    r, _ = run_baseline("tiny_translation")
     assert r["metrics"]["bleu"]["value"] == pytest.approx(100.0)
     assert r["metrics"]["chrf"]["value"] == pytest.approx(100.0)
     assert "perplexity" not in r["metrics"]  # copying has no probabilities
@@ -40,7 +42,7 @@ def test_copy_source_on_identical_pairs_scores_100() -> None:
 
 
 def test_ngram_on_a_repeated_string_is_nearly_certain() -> None:
-    r = run_baseline("tiny_text")
+    r, _ = run_baseline("tiny_text")
     nats = r["metrics"]["nats_per_char"]["value"]
     assert nats < 0.05
     assert r["metrics"]["bits_per_char"]["value"] == pytest.approx(nats / math.log(2))
@@ -50,7 +52,7 @@ def test_ngram_on_a_repeated_string_is_nearly_certain() -> None:
 
 def test_same_inputs_same_numbers() -> None:
     for name in ("tiny_sentiment", "tiny_text"):
-        a, b = run_baseline(name), run_baseline(name)
+        (a, _), (b, _) = run_baseline(name), run_baseline(name)
         assert a["metrics"] == b["metrics"] and a["config"] == b["config"] and a["params"] == b["params"]
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import datasets
 import pytest
 
-from seqnlp import scoring
+from seqnlp import leaderboard, scoring
 from seqnlp.tasks import runner
 from seqnlp.benchmark import load_benchmark
 from seqnlp.errors import SeqnlpError
@@ -239,3 +239,44 @@ def test_cli_errors(fixture_tasks: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert main(["run", "--time-budget", "0"]) == 2
     assert main(["list"]) == 0
     assert "tiny_text\tv2\tgeneration\tnats_per_char ↓ on test" in capsys.readouterr().out
+
+
+def test_verify_recomputes_stored_outputs_and_flags_tampering(tmp_path: Path, fixture_tasks: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    results = tmp_path / "results"
+    assert main(["run", "--baselines", "tiny_sentiment", "tiny_text", "tiny_translation",
+                 "--results-dir", str(results)]) == 0
+    files = sorted(results.rglob("*.json"))
+    assert len(files) == 3 and all(leaderboard.verify_result(f)[0] == "verified" for f in files)
+    assert main(["verify", "--results-dir", str(results)]) == 0
+    assert "3 verified" in capsys.readouterr().out
+    # a hand-edited number: the stored outputs no longer give it
+    sentiment_file = next(f for f in files if "tiny_sentiment" in str(f))
+    edited = json.loads(sentiment_file.read_text())
+    edited["metrics"]["accuracy"]["value"] = 99.0
+    sentiment_file.write_text(json.dumps(edited))
+    status, message = leaderboard.verify_result(sentiment_file)
+    assert status == "mismatch" and "accuracy 99.0 (recomputed 100.0)" in message
+    # edited outputs: their sha256 no longer matches the one the result records
+    text_file = next(f for f in files if "tiny_text" in str(f))
+    outputs = text_file.with_name(text_file.name.removesuffix(".json") + ".outputs.json.gz")
+    blob = outputs.read_bytes()
+    outputs.write_bytes(blob[:-1] + bytes([blob[-1] ^ 1]))
+    assert leaderboard.verify_result(text_file) == ("mismatch", f"{outputs} does not match the sha256 its result "
+                                                    "records; the outputs were changed")
+    # a result without outputs is flagged too, and shown as such in the table
+    plain = build_result(benchmark="tiny_translation", version=1, task="translation", split="test",
+                         scores=[Score("bleu", 50.0, True)], model="no outputs", params=None, train_seconds=None,
+                         tokens_per_second=None, seed=0, config={})
+    write_result(results / "tiny_translation" / "plain.json", plain)
+    assert leaderboard.verify_result(results / "tiny_translation" / "plain.json")[0] == "no outputs"
+    assert main(["verify", "--results-dir", str(results)]) == 1
+    out = capsys.readouterr().out
+    assert "2 mismatch" in out and "1 no outputs" in out and "1 verified" in out
+    table = render_markdown(results, references=False)
+    assert "| ✗ MISMATCH |" in table and "| no outputs |" in table and "| ✓ |" in table
+    # an impossible number is refused when read, so it is never ranked
+    edited["metrics"]["accuracy"]["value"] = 150.0
+    sentiment_file.write_text(json.dumps(edited))
+    assert "between 0 and 100" in leaderboard.verify_result(sentiment_file)[1]
+    assert "150" not in render_markdown(results, references=False).split("Skipped result files")[0]

@@ -143,3 +143,39 @@ def test_no_import_circles_in_seqnlp() -> None:
 
     for module in sorted(graph):
         visit(module, [])
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SEQNLP_TASKS_DIR", str(FIXTURES))
+    mp.delenv("SEQNLP_DATA_DIR", raising=False)
+    runs = {}
+    for task in sorted(KINDS):
+        runs[task] = tmp_path_factory.mktemp(task) / "run"
+        argv = [*TINY[task], *COMMON, "--output", str(runs[task]), "--epochs", "1"]
+        assert runner.main(spec(task), argv) == 0
+    mp.undo()
+    return runs
+
+
+@pytest.mark.parametrize("task", sorted(KINDS))
+def test_a_model_with_nan_weights_is_an_error_naming_the_run_never_a_score(task: str, tiny_runs: dict[str, Path],
+                                                                            fixture_benchmarks: None) -> None:
+    import torch
+
+    predictor = seqnlp.load(tiny_runs[task])
+    with torch.no_grad():
+        for p in predictor.model.parameters():
+            p.fill_(float("nan"))
+    uses = {"sentiment": lambda: predictor.predict(["a fine film"]),
+            "generation": lambda: predictor.log_prob("to be"),
+            "translation": lambda: predictor.translate(["a b"])}
+    with pytest.raises(seqnlp.SeqnlpError, match=f"the model in {tiny_runs[task]} produced non-finite outputs"):
+        uses[task]()
+    if task == "generation":
+        with pytest.raises(seqnlp.SeqnlpError, match="non-finite outputs"):
+            predictor.generate("to", 5, seed=0)
+    with pytest.raises(seqnlp.SeqnlpError, match="non-finite outputs"):
+        scoring.score(predictor, {"sentiment": "tiny_sentiment", "generation": "tiny_text",
+                                  "translation": "tiny_translation"}[task])

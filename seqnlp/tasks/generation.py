@@ -56,7 +56,7 @@ from seqnlp.data import Batch, carve_characters, check_texts, pad  # noqa: F401 
 from seqnlp.decoding import check_decoding, filter_logits, greedy, sample
 from seqnlp.device import autocast, resolve_device, use_bf16
 from seqnlp.encoders import CELLS, RNNEncoder, State, detach_state, native_kernels
-from seqnlp.errors import SeqnlpError
+from seqnlp.errors import SeqnlpError, check_finite
 from seqnlp.metrics import Score, bits_per_char, nats_per_char, perplexity
 from seqnlp.tasks.runner import Command, Prepared, Run, TaskSpec, load_run_of, main as run_main
 from seqnlp.tokenization import Tokenizer
@@ -278,8 +278,9 @@ class _StepDecoder:
     A step is `RNNEncoder.step` (the fused kernel, fp32, without oneDNN), then the output layer.
     """
 
-    def __init__(self, model: CharRNN, banned: Sequence[int]) -> None:
+    def __init__(self, model: CharRNN, banned: Sequence[int], run_dir: str | Path = "memory") -> None:
         self.model = model
+        self.run_dir = run_dir
         self.banned = torch.tensor(list(banned), dtype=torch.long)  # (S,)
 
     def step(self, tokens: Tensor, state: State | None) -> tuple[Tensor, State]:
@@ -287,7 +288,7 @@ class _StepDecoder:
         with torch.autocast(device_type=out.device.type, enabled=False):
             if self.model.projection is not None:
                 out = self.model.projection(out)  # (N, E)
-            logits = self.model.head(out).float()  # (N, V)
+            logits = check_finite(self.model.head(out).float(), f"the model in {self.run_dir}")  # (N, V)
         logits[:, self.banned.to(logits.device)] = float("-inf")
         return logits, state
 
@@ -314,13 +315,14 @@ class CharLM:
     """
 
     def __init__(self, model: CharRNN, tokenizer: Tokenizer, device: str | torch.device = "cpu",
-                 precision: str = "auto") -> None:
+                 precision: str = "auto", run_dir: str | Path = "memory") -> None:
         self.device = resolve_device(str(device))
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         self.bf16 = use_bf16(precision, self.device)
         specials = [tokenizer.pad_id, tokenizer.unk_id, tokenizer.bos_id, tokenizer.eos_id]
-        self._decoder = _StepDecoder(self.model, specials)
+        self.run_dir = run_dir
+        self._decoder = _StepDecoder(self.model, specials, run_dir)
         self._chars = [tokenizer.decode([i], skip_special=False) if i not in specials else ""
                        for i in range(tokenizer.vocab_size)]
 
@@ -384,7 +386,8 @@ class CharLM:
         """(total NLL in nats, characters) of `texts`, each read from <bos> (the scoring protocol)."""
         rows = self.tokenizer.encode_batch(list(texts))
         with autocast(self.device, self.bf16):
-            return split_nll(self.model, rows, self.tokenizer.bos_id, self.device)
+            total, count = split_nll(self.model, rows, self.tokenizer.bos_id, self.device)
+        return check_finite(total, f"the model in {self.run_dir}"), count
 
     def log_prob(self, text: str) -> float:
         """Total natural-log probability of the characters of `text`, each given the ones before it."""
@@ -460,7 +463,7 @@ def _load(run_dir: Path, settings: dict[str, Any], device: str) -> CharLM:
     model = CharRNN(settings["model"], tokenizer.vocab_size, settings["data"].batch_size, tokenizer.pad_id,
                     precision=precision)
     load_model_weights(run_dir, model, "best")
-    return CharLM(model, tokenizer, device=device, precision=precision)
+    return CharLM(model, tokenizer, device=device, precision=precision, run_dir=run_dir)
 
 
 def describe(settings: dict[str, Any]) -> str:

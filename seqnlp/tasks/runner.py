@@ -354,7 +354,7 @@ def _write_results(path: str, task_spec: TaskSpec, evaluation: scoring.Evaluatio
                        scores=evaluation.scores, model=task_spec.describe(settings),
                        params=count_parameters(model)[0], train_seconds=train_seconds,
                        tokens_per_second=tokens_per_second, seed=seed, config=config, extra=extra)
-    print(f"results: {write_result(path, out)}", flush=True)
+    print(f"results: {write_result(path, out, evaluation.outputs)}", flush=True)
 
 
 def evaluate(task_spec: TaskSpec, args: argparse.Namespace) -> int:

@@ -49,7 +49,7 @@ from seqnlp.config import opt
 from seqnlp.data import Batch, BucketBatchSampler, check_columns, check_texts, pad
 from seqnlp.device import autocast, resolve_device, use_bf16
 from seqnlp.encoders import CELLS, POOL_MODES, Dropout, LockedDropout, Pooler, RNNEncoder
-from seqnlp.errors import SeqnlpError
+from seqnlp.errors import SeqnlpError, check_finite
 from seqnlp.plots import heatmap
 from seqnlp.metrics import accuracy, macro_f1
 from seqnlp.scoring import as_class_names, class_names as label_names
@@ -359,12 +359,13 @@ class SentimentPredictor:
     """
 
     def __init__(self, model: SentimentClassifier, tokenizer: Tokenizer, labels: Sequence[str],
-                 device: str | torch.device = "cpu", precision: str = "auto") -> None:
+                 device: str | torch.device = "cpu", precision: str = "auto", run_dir: str | Path = "memory") -> None:
         self.device = resolve_device(str(device))
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         self.labels = list(labels)
         self.bf16 = use_bf16(precision, self.device)
+        self.run_dir = run_dir
 
     def probabilities(self, texts: Sequence[str]) -> torch.Tensor:
         """(N, C) class probabilities, columns in `self.labels` order."""
@@ -375,7 +376,8 @@ class SentimentPredictor:
             return torch.empty(0, len(self.labels))  # (0, C)
         ids = encode_texts(self.tokenizer, texts, self.model.config)
         split = Split("predict", list(texts), ids, np.full(len(ids), -1, dtype=np.int64))
-        return predict_logits(self.model, split, self.tokenizer.pad_id, self.device, self.bf16).softmax(1)  # (N, C)
+        logits = predict_logits(self.model, split, self.tokenizer.pad_id, self.device, self.bf16)  # (N, C)
+        return check_finite(logits, f"the model in {self.run_dir}").softmax(1)  # (N, C)
 
     def predict(self, texts: Sequence[str]) -> list[dict[str, Any]]:
         """One dict per text: {"text", "label", "probabilities": {class name: probability}}."""
@@ -440,7 +442,8 @@ def _load(run_dir: Path, settings: dict[str, Any], device: str) -> SentimentPred
     tokenizer = Tokenizer.load(Path(run_dir) / TOKENIZER_FILE)
     model = build_classifier(settings["model"], tokenizer.vocab_size, len(labels), tokenizer.pad_id)
     load_model_weights(run_dir, model, "best")
-    return SentimentPredictor(model, tokenizer, labels, device=device, precision=settings["train"].precision)
+    return SentimentPredictor(model, tokenizer, labels, device=device, precision=settings["train"].precision,
+                              run_dir=run_dir)
 
 
 def describe(settings: dict[str, Any]) -> str:

@@ -40,7 +40,7 @@ from seqnlp.config import opt
 from seqnlp.data import Batch, BucketBatchSampler, check_texts, pad
 from seqnlp.device import resolve_device
 from seqnlp.encoders import RNNEncoder
-from seqnlp.errors import SeqnlpError
+from seqnlp.errors import SeqnlpError, check_finite
 from seqnlp.plots import heatmap
 from seqnlp.tasks.runner import Command, Prepared, Run, TaskSpec, load_run_of, main as run_main
 from seqnlp.tokenization import BOS, EOS, PAD, Tokenizer
@@ -379,7 +379,7 @@ def eval_batches(corpus: Corpus, batch_size: int) -> list[Batch]:
 # ====================================================================== decoding and scoring
 
 def decode_ids(model: Seq2Seq, corpus: Corpus, decode: DecodeConfig, beam: int, batch_size: int,
-               device: torch.device) -> list[list[int]]:
+               device: torch.device, what: str = "the model") -> list[list[int]]:
     """Hypothesis ids (no bos/eos) for every source of `corpus`, in corpus order."""
     from seqnlp.decoding import beam_search, greedy
 
@@ -389,6 +389,7 @@ def decode_ids(model: Seq2Seq, corpus: Corpus, decode: DecodeConfig, beam: int, 
         for batch in eval_batches(corpus, batch_size):
             batch = batch.to(device)
             state = model.start(batch.ids, batch.lengths)
+            check_finite(state[3], what)  # the encoder's memory (B, T, D)
             start = torch.full((len(batch),), BOS, dtype=torch.long, device=device)  # (B,)
             limits = (batch.lengths.float() * decode.max_len_a + decode.max_len_b).long()  # (B,)
             if beam == 1:
@@ -461,7 +462,7 @@ class Translator:
             raise SeqnlpError(f"beam size must be >= 1, not {beam}")
         corpus = self._corpus(texts)
         ids = decode_ids(self.model, corpus, self.decode_config, beam, batch_size or self.data_config.eval_batch_size,
-                         self.device)
+                         self.device, f"the model in {self.run_dir}")
         return self.target_tokenizer.decode_batch(ids)
 
     def target_nll(self, sources: Sequence[str], references: Sequence[str]) -> tuple[float, int]:
