@@ -518,6 +518,10 @@ def remove_run_files(run_dir: Path, extra_names: set[str]) -> None:
         _unlink(run_dir / name)
     for name in _committed_files(run_dir):
         _unlink(run_dir / name)
+    # what scoring the old run left: its evaluations and their pictures must not sit beside the new run's
+    for pattern in ("evaluation_*.json", "confusion*.png", "test_metrics.json"):
+        for p in run_dir.glob(pattern):
+            _unlink(p)
     ckpt = run_dir / CHECKPOINT_DIR
     for p in ckpt.glob(".*.tmp") if ckpt.is_dir() else ():
         _unlink(p)

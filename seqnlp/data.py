@@ -536,6 +536,9 @@ def check_texts(values: Sequence[Any], where: str, *, what: str = "text", column
     """The values as strings (missing ones dropped when `missing_ok`); SeqnlpError naming the first row that is
     missing (None), not a string, or (unless `blank_ok`) blank, and the --<column>-column flag that picks it."""
     noun = f"{what} text" if what != "text" else "text"
+    if isinstance(values, (str, bytes, dict)) or not isinstance(values, (Sequence, Iterator)):
+        raise SeqnlpError(f"{where}: expected a list of {noun}s, not {type(values).__name__} {values!r:.60}")
+    values = list(values)
     for i, value in enumerate(values):
         if value is None and missing_ok:
             continue

@@ -74,10 +74,11 @@ def _note(text: str) -> None:
 # ---------------------------------------------------------------------------------------------- per kind
 
 
-def unlabelled(value: Any) -> bool:
-    """Whether a raw label marks a row without a label (None, NaN, or -1 as GLUE's hidden test labels)."""
+def unlabelled(value: Any, classlabel: bool = True) -> bool:
+    """Whether a raw label marks a row without a label: None, NaN, or -1 in a ClassLabel column (the hub's
+    "no label", e.g. GLUE's hidden test labels). In a plain integer column -1 is a class like any other."""
     return value is None or (isinstance(value, float) and math.isnan(value)) or (
-        not isinstance(value, str) and int(value) == -1)
+        classlabel and not isinstance(value, str) and int(value) == -1)
 
 
 def _label_kind(values: Sequence[Any], feature: Any, where: str) -> str:
@@ -105,8 +106,11 @@ def class_names(values: Sequence[Any], feature: Any, where: str) -> list[str]:
     kind = _label_kind(values, feature, where)
     if kind == "classlabel":
         return [str(n) for n in feature.names]
-    labelled = [v for v in values if not unlabelled(v)]
+    labelled = [v for v in values if not unlabelled(v, classlabel=False)]
     names = sorted(set(labelled)) if kind == "str" else [str(v) for v in sorted({int(v) for v in labelled})]
+    if "-1" in names:
+        _note(f"{where}: label -1 is read as a class of its own (a plain integer column; only a ClassLabel column, "
+              "as on the hub, marks rows without a label by -1)")
     if len(names) < 2:
         raise SeqnlpError(f"{where}: the labels take {len(names)} distinct value(s) ({', '.join(names) or 'none'}); "
                           "a classifier needs at least 2 classes")
@@ -119,8 +123,9 @@ def as_class_names(values: Sequence[Any], feature: Any, names: Sequence[str], wh
     known = set(names)
     numeric = all(n.lstrip("-").isdigit() for n in names)
     out: list[str | None] = []
+    mapped = False
     for i, v in enumerate(values):
-        if unlabelled(v):
+        if unlabelled(v, classlabel=kind == "classlabel"):
             out.append(None)
             continue
         if kind == "classlabel":
@@ -132,11 +137,14 @@ def as_class_names(values: Sequence[Any], feature: Any, names: Sequence[str], wh
         else:
             name = str(int(v))
             if name not in known and not numeric and 0 <= int(v) < len(names):
-                name = names[int(v)]  # integer ids against a model that knows class names, in its order
+                name, mapped = names[int(v)], True  # integer ids against a model that knows class names
         if name not in known:
             raise SeqnlpError(f"{where}: row {i} has label {v!r}, which is not one of the model's classes "
                               f"({', '.join(names)})")
         out.append(name)
+    if mapped:
+        _note(f"{where}: integer labels were read as the model's classes in its order "
+              f"({', '.join(f'{i} = {n}' for i, n in enumerate(names))})")
     return out
 
 

@@ -105,8 +105,9 @@ def test_truncation_keeps_head_and_tail() -> None:
 def test_labels_int_classlabel_and_names() -> None:
     assert sentiment.label_names(["pos", "neg", "pos"], None, "x") == ["neg", "pos"]
     assert sentiment.label_ids(["pos", "neg", None], None, ["neg", "pos"], "x").tolist() == [1, 0, -1]
-    assert sentiment.label_names([3, 1, -1, 3], None, "x") == ["1", "3"]
-    assert sentiment.label_ids([3, 1, -1], None, ["1", "3"], "x").tolist() == [1, 0, -1]
+    # in a plain integer column -1 is a class (issue 19); None is a row without a label
+    assert sentiment.label_names([3, 1, -1, 3], None, "x") == ["-1", "1", "3"]
+    assert sentiment.label_ids([3, 1, None], None, ["1", "3"], "x").tolist() == [1, 0, -1]
     assert sentiment.label_ids([1.0, 0.0], None, ["0", "1"], "x").tolist() == [1, 0]  # csv floats of ints
     # Integer ids of a dataset without names, scored with a model trained on class names.
     assert sentiment.label_ids([0, 1], None, ["negative", "positive"], "x").tolist() == [0, 1]
@@ -179,7 +180,7 @@ def test_empty_text_names_the_row(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 def test_unlabeled_rows_are_left_out_with_a_note(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "data"
-    _write(data, "train", GOOD + [{"text": "no label here", "label": -1}])
+    _write(data, "train", GOOD + [{"text": "no label here", "label": None}])  # (-1 is a class in a plain column)
     _write(data, "test", GOOD[:4])
     capsys.readouterr()
     assert sentiment.main(["--dataset", str(data), *TINY, "--max-steps", "2", "--output", str(tmp_path / "run")]) == 0

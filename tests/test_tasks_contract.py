@@ -179,3 +179,101 @@ def test_a_model_with_nan_weights_is_an_error_naming_the_run_never_a_score(task:
     with pytest.raises(seqnlp.SeqnlpError, match="non-finite outputs"):
         scoring.score(predictor, {"sentiment": "tiny_sentiment", "generation": "tiny_text",
                                   "translation": "tiny_translation"}[task])
+
+
+# ---------------------------------------------------------------------------------------------- issue 19, task side
+
+
+def _rows(folder: Path, split: str, rows: list[dict]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_overwrite_leaves_nothing_of_the_old_run(tiny_runs: dict[str, Path], tmp_path: Path,
+                                                  fixture_benchmarks: None) -> None:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_runs["sentiment"], run)
+    (run / "evaluation_validation.json").write_text("{}")  # what an earlier `evaluate --split validation` left
+    (run / "confusion_validation.png").write_bytes(b"png")
+    argv = [*TINY["sentiment"], *COMMON, "--output", str(run), "--overwrite", "--epochs", "1"]
+    assert runner.main(spec("sentiment"), argv) == 0
+    assert not (run / "evaluation_validation.json").exists() and not (run / "confusion_validation.png").exists()
+    assert (run / "evaluation_test.json").exists()
+
+
+def test_evaluate_reads_a_read_only_run_and_writes_elsewhere(tiny_runs: dict[str, Path], tmp_path: Path,
+                                                             fixture_benchmarks: None, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    run = tmp_path / "ro"
+    shutil.copytree(tiny_runs["generation"], run)
+    (run / "evaluation_test.json").unlink()
+    real_access = os.access  # root may write anywhere, so the read-only folder is simulated
+    monkeypatch.setattr(runner.os, "access", lambda p, mode: Path(p) != run and real_access(p, mode))
+    assert runner.main(spec("generation"), ["evaluate", "--model", str(run)]) == 0
+    assert "is not writable" in capsys.readouterr().err and not (run / "evaluation_test.json").exists()
+    assert runner.main(spec("generation"), ["evaluate", "--model", str(run), "--output", str(tmp_path / "e")]) == 0
+    assert (tmp_path / "e" / "evaluation_test.json").exists()
+
+
+def test_results_never_overwrite_a_run_file(tiny_runs: dict[str, Path], fixture_benchmarks: None,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    run = tiny_runs["sentiment"]
+    before = (run / "config.json").read_bytes()
+    assert runner.main(spec("sentiment"), ["evaluate", "--model", str(run), "--results", str(run / "config.json")]) == 2
+    assert "run" in capsys.readouterr().err and (run / "config.json").read_bytes() == before
+
+
+def test_minus_one_is_a_class_in_a_plain_integer_column(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "three"
+    words = {-1: "awful", 0: "fine", 1: "great"}
+    rows = [{"text": f"{words[y]} film {i}", "label": y} for i in range(20) for y in (-1, 0, 1)]
+    _rows(data, "train", rows)
+    _rows(data, "test", rows[:9])
+    argv = ["--dataset", str(data), "--embedding-size", "8", "--hidden-size", "8", "--epochs", "1", *COMMON,
+            "--output", str(tmp_path / "run")]
+    assert runner.main(spec("sentiment"), argv) == 0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["labels"] == ["-1", "0", "1"]
+    assert "label -1 is read as a class of its own" in capsys.readouterr().err
+
+
+def test_integer_labels_against_class_names_say_how_they_were_read(tiny_runs: dict[str, Path], tmp_path: Path,
+                                                                   fixture_benchmarks: None,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    named, data, run = tmp_path / "named", tmp_path / "ints", tmp_path / "run"
+    _rows(named, "train", [{"text": "good film", "label": "pos"}, {"text": "bad film", "label": "neg"}] * 10)
+    _rows(named, "test", [{"text": "good film", "label": "pos"}])
+    assert runner.main(spec("sentiment"), ["--dataset", str(named), "--epochs", "1", "--embedding-size", "8",
+                                           "--hidden-size", "8", *COMMON, "--output", str(run)]) == 0
+    _rows(data, "test", [{"text": "good film", "label": 1}, {"text": "bad film", "label": 0}])
+    assert json.loads((run / "config.json").read_text())["labels"] == ["neg", "pos"]
+    assert runner.main(spec("sentiment"), ["evaluate", "--model", str(run), "--dataset", str(data)]) == 0
+    assert "integer labels were read as the model's classes in its order (0 = neg, 1 = pos)" in capsys.readouterr().err
+
+
+def test_mixed_label_kinds_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "mixed"
+    _rows(data, "train", [{"text": "good", "label": "positive"}, {"text": "bad", "label": 1}] * 5)
+    _rows(data, "test", [{"text": "good", "label": "positive"}])
+    assert runner.main(spec("sentiment"), ["--dataset", str(data), *COMMON, "--output", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "int and str found" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(("task", "call", "needle"), [
+    ("sentiment", lambda p: p.predict(None), "expected a list of texts, not NoneType"),
+    ("sentiment", lambda p: p.predict([1, 2]), "row 0 has a int text"),
+    ("generation", lambda p: p.generate(length=3.5), "length must be an integer"),
+    ("generation", lambda p: p.generate(temperature=1e-45), "temperature must be between 0.01 and 100"),
+    ("generation", lambda p: p.log_prob(None), "row 0 has an empty text"),
+    ("translation", lambda p: p.translate(["a b"], beam=2.5), "beam size must be an integer"),
+    ("translation", lambda p: p.translate(["a b"], beam=100_000_000), "beam size must be"),
+    ("translation", lambda p: p.translate(None), "expected a list of source texts"),
+])
+def test_library_calls_with_wrong_values_name_the_argument(task: str, call, needle: str,  # noqa: ANN001
+                                                           tiny_runs: dict[str, Path]) -> None:
+    with pytest.raises(seqnlp.SeqnlpError, match=needle):
+        call(seqnlp.load(tiny_runs[task]))

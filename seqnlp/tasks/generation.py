@@ -328,6 +328,8 @@ class CharLM:
 
     def unknown_characters(self, text: str) -> list[str]:
         """The distinct characters of `text` that the tokenizer maps to <unk> (unseen in training)."""
+        if not isinstance(text, str):
+            raise SeqnlpError(f"expected a text (str), not {type(text).__name__} {text!r:.60}")
         distinct = sorted(set(text))
         encoded = self.tokenizer.encode_batch(distinct)
         return [c for c, ids in zip(distinct, encoded) if ids == [self.tokenizer.unk_id]]
@@ -391,6 +393,7 @@ class CharLM:
 
     def log_prob(self, text: str) -> float:
         """Total natural-log probability of the characters of `text`, each given the ones before it."""
+        check_texts([text], "log_prob()", blank_ok=True)
         return -self.nll([text])[0] if text else 0.0
 
     def score(self, texts: Sequence[str]) -> list[Score]:

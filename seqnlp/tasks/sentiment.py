@@ -369,9 +369,7 @@ class SentimentPredictor:
 
     def probabilities(self, texts: Sequence[str]) -> torch.Tensor:
         """(N, C) class probabilities, columns in `self.labels` order."""
-        if isinstance(texts, str):
-            texts = [texts]
-        texts = check_texts(list(texts), "predict")
+        texts = check_texts([texts] if isinstance(texts, str) else texts, "predict()")
         if not texts:
             return torch.empty(0, len(self.labels))  # (0, C)
         ids = encode_texts(self.tokenizer, texts, self.model.config)

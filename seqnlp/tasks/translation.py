@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from seqnlp import baselines, scoring
 from seqnlp.config import opt
+from seqnlp.decoding import check_decoding
 from seqnlp.data import Batch, BucketBatchSampler, check_texts, pad
 from seqnlp.device import resolve_device
 from seqnlp.encoders import RNNEncoder
@@ -429,8 +430,7 @@ class Translator:
         self.run_dir = run_dir
 
     def _corpus(self, texts: Sequence[str], targets: Sequence[str] | None = None, where: str = "input") -> Corpus:
-        if isinstance(texts, str):
-            texts = [texts]
+        texts = check_texts([texts] if isinstance(texts, str) else texts, where, what="source", column="source")
         corpus = encode_corpus(texts, targets, self.source_tokenizer, self.target_tokenizer, None, where)
         # Far past the training length attention has never been trained and decoding time and memory grow
         # with the length: refuse, and say how to get a translation, rather than run for minutes.
@@ -458,8 +458,7 @@ class Translator:
     def translate(self, texts: Sequence[str] | str, beam: int | None = None, batch_size: int | None = None) -> list[str]:
         """Translate source sentences (beam 1 = greedy; default: the run's beam size)."""
         beam = self.decode_config.beam if beam is None else beam
-        if beam < 1:
-            raise SeqnlpError(f"beam size must be >= 1, not {beam}")
+        check_decoding(beam=beam)
         corpus = self._corpus(texts)
         ids = decode_ids(self.model, corpus, self.decode_config, beam, batch_size or self.data_config.eval_batch_size,
                          self.device, f"the model in {self.run_dir}")
@@ -571,8 +570,7 @@ def _beam_flag(p: argparse.ArgumentParser) -> None:
 
 def _set_beam(translator: Translator, args: argparse.Namespace) -> None:
     if args.beam is not None:
-        if args.beam < 1:
-            raise SeqnlpError(f"beam size must be >= 1, not {args.beam}")
+        check_decoding(beam=args.beam)
         translator.beam = args.beam
 
 
