@@ -126,6 +126,19 @@ CATALOGUE: list[tuple[str, str]] = [
     ("process: disk full while saving the best model (safetensors' own error)", "test_trust.py::test_disk_full_while_saving_the_best_model_is_one_line_that_says_what_was_kept"),
     ("process: disk full while saving a checkpoint (safetensors' own error)", "test_trust.py::test_disk_full_while_saving_a_checkpoint_is_one_line"),
     ("process: a real write failure inside safetensors (file size limit)", "test_trust.py::test_a_real_file_size_limit_while_writing_weights_is_a_seqnlp_error"),
+    # issue 19 (trust), the task side
+    ("leaderboard: a hand-edited metric, edited outputs, a result without outputs (verify, show)", "test_leaderboard.py::test_verify_recomputes_stored_outputs_and_flags_tampering"),
+    ("leaderboard: an impossible accuracy (150) is never ranked", "test_leaderboard.py::test_verify_recomputes_stored_outputs_and_flags_tampering"),
+    ("models: NaN weights: predict, log_prob, generate, translate and scoring are errors naming the run", "test_tasks_contract.py::test_a_model_with_nan_weights_is_an_error_naming_the_run_never_a_score"),
+    ("runs: --overwrite onto a finished run leaves none of its evaluations or pictures", "test_tasks_contract.py::test_overwrite_leaves_nothing_of_the_old_run"),
+    ("runs: evaluate on a run folder that cannot be written", "test_tasks_contract.py::test_evaluate_reads_a_read_only_run_and_writes_elsewhere"),
+    ("runs: evaluate --results naming the run's own config.json", "test_tasks_contract.py::test_results_never_overwrite_a_run_file"),
+    ("labels: -1 is a class in a plain integer column (said), 'no label' in a ClassLabel one", "test_tasks_contract.py::test_minus_one_is_a_class_in_a_plain_integer_column"),
+    ("labels: integer labels scored against a model that knows class names (said)", "test_tasks_contract.py::test_integer_labels_against_class_names_say_how_they_were_read"),
+    ("labels: mixed label kinds in one column", "test_tasks_contract.py::test_mixed_label_kinds_are_one_line"),
+    ("library: predict(None), generate(length=3.5), translate(beam=2.5), beam 10**8, log_prob(None)", "test_tasks_contract.py::test_library_calls_with_wrong_values_name_the_argument"),
+    ("cli: an unknown flag is one line pointing at --help, not the whole usage", "test_robustness.py::test_unknown_flag_gets_argparse_usage"),
+    ("cli: the old translation `--resume --output DIR` spelling names the new one", "test_tasks_contract.py::test_the_common_flags_are_the_same_everywhere"),
 ]
 
 
