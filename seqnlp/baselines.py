@@ -2,7 +2,8 @@
 
 - sentiment: TF-IDF (word 1–2-grams) + logistic regression (scikit-learn), C chosen on validation;
 - generation: an interpolated Kneser-Ney character n-gram model, order chosen on validation;
-- translation: copy the source sentence as the translation.
+- translation: copy the source sentence as the translation;
+- tagging: window features and a linear-chain CRF (sklearn-crfsuite).
 
 Each baseline is a bring-your-own model for `seqnlp.scoring.score` (`predict`, `log_prob`,
 `translate`), so its numbers come from exactly the metric code that scores seqnlp's own runs.
@@ -12,6 +13,7 @@ Each baseline is a bring-your-own model for `seqnlp.scoring.score` (`predict`, `
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ from seqnlp.benchmark import Benchmark, load_benchmark
 from seqnlp.errors import SeqnlpError
 from seqnlp.results import append_result, build_result
 from seqnlp.scoring import score
+from seqnlp.spans import read_tags, to_iob2
 from seqnlp.tasks import spec
 
 MAX_ORDER = 10  # n-gram codes are base-V integers; V^order must stay inside int64 for V up to ~70
@@ -216,6 +219,98 @@ class CopySource:
     def translate(self, texts: Sequence[str]) -> list[str]:
         """The bring-your-own translation protocol."""
         return list(texts)
+
+
+# ----------------------------------------------------------------------------------------------
+# Tagging: window features → a linear-chain CRF (crfsuite)
+
+
+_UPPER, _LOWER, _DIGIT = re.compile(r"[A-ZÁÉÍÓÚÜÑ]"), re.compile(r"[a-záéíóúüñ]"), re.compile(r"\d")
+
+
+def shape(word: str) -> str:
+    """'Madrid' → 'Xx', 'EFE' → 'X', '1996' → 'd', 'F-16' → 'X-d': character classes with repeats collapsed."""
+    s = _DIGIT.sub("d", _LOWER.sub("x", _UPPER.sub("X", word)))
+    return re.sub(r"(.)\1+", r"\1", s)
+
+
+def _token_features(word: str) -> dict[str, Any]:
+    lower = word.lower()
+    return {
+        "w": lower, "shape": shape(word),
+        "p1": lower[:1], "p2": lower[:2], "p3": lower[:3], "s1": lower[-1:], "s2": lower[-2:], "s3": lower[-3:],
+        "title": word[:1].isupper(), "upper": word.isupper(), "digit": any(c.isdigit() for c in word),
+        "alpha": word.isalpha(), "punct": not any(c.isalnum() for c in word), "len": min(len(word), 8),
+    }
+
+
+def sentence_features(tokens: Sequence[str]) -> list[dict[str, Any]]:
+    """One feature dict per token (window ±2)."""
+    n = len(tokens)
+    own = [_token_features(w) for w in tokens]
+    out = []
+    for i in range(n):
+        f: dict[str, Any] = {"bias": 1.0, **own[i]}
+        for d in (-2, -1, 1, 2):
+            j = i + d
+            if 0 <= j < n:
+                f[f"{d}:w"] = own[j]["w"]
+                f[f"{d}:shape"] = own[j]["shape"]
+                f[f"{d}:title"] = own[j]["title"]
+                if abs(d) == 1:
+                    f[f"{d}:s3"] = own[j]["s3"]
+            else:
+                f[f"{d}:edge"] = True
+        if i > 0:
+            f["-1|0"] = own[i - 1]["w"] + "|" + own[i]["w"]
+        if i + 1 < n:
+            f["0|+1"] = own[i]["w"] + "|" + own[i + 1]["w"]
+        out.append(f)
+    return out
+
+
+
+class FeatureCRF:
+    """The classic CoNLL tagger: per token the word lowercased, its shape, 1-3 character prefixes and suffixes,
+    casing, digit and punctuation flags, and the words, shapes and casing of the neighbours at ±1 and ±2 (with
+    the ±1 bigrams), fed to a linear-chain CRF (sklearn-crfsuite, L-BFGS with L1 + L2)."""
+
+    name = "baseline: feature CRF (crfsuite)"
+
+    def __init__(self, c1: float = 0.05, c2: float = 0.05, max_iterations: int = 150) -> None:
+        try:
+            import sklearn_crfsuite
+        except ImportError:
+            raise SeqnlpError("the tagging baseline needs sklearn-crfsuite: pip install sklearn-crfsuite") from None
+        self.crf = sklearn_crfsuite.CRF(algorithm="lbfgs", c1=c1, c2=c2, max_iterations=max_iterations,
+                                        all_possible_transitions=True)
+
+    def fit(self, token_lists: Sequence[Sequence[str]], tag_lists: Sequence[Sequence[str]]) -> FeatureCRF:
+        """Learn feature and transition weights from token lists and their IOB2 tag lists."""
+        self.crf.fit([sentence_features(t) for t in token_lists], [list(t) for t in tag_lists])
+        return self
+
+    def predict_tags(self, token_lists: Sequence[Sequence[str]]) -> list[list[str]]:
+        """IOB2 tags of each token list (the bring-your-own tagging protocol)."""
+        return [to_iob2(list(p), "IOB2") for p in self.crf.predict([sentence_features(t) for t in token_lists])]
+
+    @property
+    def num_parameters(self) -> int:
+        """Learned weights: state features plus transitions."""
+        return len(self.crf.state_features_) + len(self.crf.transition_features_)
+
+
+def fit_feature_crf(bench: Benchmark, data_dir: str | Path | None) -> tuple[Any, dict[str, Any], float, int]:
+    """The feature CRF fitted on train (its regularisation fixed, not tuned): (model, config, seconds, chars)."""
+    train = bench.load_split("train", data_dir=data_dir)
+    tokens = _column(train, bench.columns["tokens"], "train split")
+    tags = read_tags(_column(train, bench.columns["tags"], "train split"), train.features[bench.columns["tags"]],
+                     f"{bench.name} train split")
+    start = time.perf_counter()
+    model = FeatureCRF().fit(tokens, tags)
+    config = {"baseline": "feature_crf", "c1": 0.05, "c2": 0.05, "max_iterations": 150, "window": 2,
+              "features": "word, shape, prefixes/suffixes 1-3, casing/digit/punctuation, neighbours at ±1 and ±2"}
+    return model, config, time.perf_counter() - start, sum(len(w) for s in tokens for w in s)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -35,6 +35,10 @@ METRIC_DIRECTIONS: dict[str, bool] = {
     "perplexity": False,
     "bleu": True,
     "chrf": True,
+    "f1": True,
+    "precision": True,
+    "recall": True,
+    "token_accuracy": True,
 }
 
 # Which metrics each task kind can compute, and which columns it reads (views of seqnlp.tasks.KINDS).

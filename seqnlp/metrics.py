@@ -119,3 +119,39 @@ def bits_per_char(total_nll: float, count: int) -> Score:
     """Mean negative log-likelihood in bits per predicted character (nats / ln 2)."""
     _check_nll(total_nll, count)
     return Score("bits_per_char", total_nll / count / math.log(2), False, f"bits_per_char|n:{count}")
+
+
+def span_scores(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]],
+                ) -> tuple[list[Score], dict[str, dict[str, float]]]:
+    """Entity-level scores of IOB2 tag lists with seqeval's default (conlleval-compatible) mode.
+
+    Returns the Scores f1, precision, recall (micro over entities) and token_accuracy, all in percent, and the
+    per-type table {type: {"precision", "recall", "f1", "support"}}. An I-X that does not continue an X
+    entity opens one, as conlleval reads it.
+    """
+    try:
+        from seqeval.metrics import accuracy_score, classification_report, f1_score, precision_score, recall_score
+    except ImportError:
+        raise SeqnlpError("span F1 needs seqeval: pip install seqeval") from None
+    if len(gold) != len(predicted):
+        raise SeqnlpError(f"{len(gold)} gold and {len(predicted)} predicted sentences; they must pair up")
+    for i, (g, p) in enumerate(zip(gold, predicted)):
+        if len(g) != len(p):
+            raise SeqnlpError(f"sentence {i}: {len(g)} gold tags but {len(p)} predicted")
+    if not gold:
+        raise SeqnlpError("cannot score an empty set of sentences")
+    gold, predicted = [list(g) for g in gold], [list(p) for p in predicted]
+    report = classification_report(gold, predicted, output_dict=True, zero_division=0)
+    per_type = {name: {"precision": 100 * float(row["precision"]), "recall": 100 * float(row["recall"]),
+                       "f1": 100 * float(row["f1-score"]), "support": int(row["support"])}
+                for name, row in report.items() if not name.endswith(" avg")}
+    from importlib.metadata import version
+
+    sig = f"entity|micro|conlleval|n:{len(gold)}|seqeval:{version('seqeval')}"
+    scores = [Score("f1", 100 * float(f1_score(gold, predicted, zero_division=0)), True, f"f1|{sig}"),
+              Score("precision", 100 * float(precision_score(gold, predicted, zero_division=0)), True,
+                    f"precision|{sig}"),
+              Score("recall", 100 * float(recall_score(gold, predicted, zero_division=0)), True, f"recall|{sig}"),
+              Score("token_accuracy", 100 * float(accuracy_score(gold, predicted)), True,
+                    f"token_accuracy|percent|tokens:{sum(map(len, gold))}")]
+    return scores, per_type

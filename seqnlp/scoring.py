@@ -7,7 +7,9 @@ Each recipe names its `Scorer` (`TaskSpec.score`; the three below), a `predict` 
 - generation:  `log_prob(text) -> total nats` (or `score`); optional `nll(texts) -> (total nats, characters)`,
                which scores many rows in one batched call;
 - translation: `translate(texts) -> list[str]` (detokenized); optional `target_nll(sources, targets) ->
-               (total nats, target tokens)` for perplexity and `lowercase` (references are then lowercased).
+               (total nats, target tokens)` for perplexity and `lowercase` (references are then lowercased);
+- tagging:     `predict_tags(token_lists) -> list[list[str]]`, one IOB2 tag per token (an I- that opens an
+               entity is read as conlleval reads it).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from seqnlp.benchmark import Benchmark, load_benchmark
 from seqnlp.data import check_columns
 from seqnlp.errors import SeqnlpError, check_finite
 from seqnlp.metrics import Score
+from seqnlp.spans import check_sentences, read_tags
 from seqnlp.tasks import spec
 
 SPLIT_ROLES = ("test", "validation", "train")
@@ -254,6 +257,25 @@ def _measure_translations(out: Any, cols: dict[str, list[Any]], features: dict[s
     return [scores[m]() for m in bench.metrics if m in scores], details
 
 
+def _predict_tags(model: Any, cols: dict[str, list[Any]], features: dict[str, Any], bench: Benchmark) -> Any:
+    where = f"{bench.name} {bench.split_name()}"
+    sentences = check_sentences(cols["tokens"], None, where)
+    hyps = [list(row) for row in _method(model, ["predict_tags"], "tagging")(sentences)]
+    if len(hyps) != len(sentences) or any(len(h) != len(s) for h, s in zip(hyps, sentences)):
+        raise SeqnlpError("predict_tags() must return one tag per token of every sentence")
+    return {"predicted": hyps}
+
+
+def _measure_tags(out: Any, cols: dict[str, list[Any]], features: dict[str, Any], bench: Benchmark,
+                  ) -> tuple[list[Score], dict[str, Any]]:
+    where = f"{bench.name} {bench.split_name()}"
+    refs = read_tags(cols["tags"], features.get(bench.columns["tags"]), where)
+    check_sentences(cols["tokens"], refs, where)
+    hyps = read_tags(out["predicted"], None, "the predicted tags", "IOB2")
+    scores, per_type = metrics.span_scores(refs, hyps)
+    return [s for s in scores if s.name in bench.metrics], {"n": len(refs), "unit": "sentences", "per_type": per_type}
+
+
 @dataclass(frozen=True)
 class Scorer:
     """How a kind is scored, in two steps kept apart so stored outputs can be scored again (`verify`):
@@ -272,6 +294,7 @@ class Scorer:
 classification = Scorer(_predict_classes, _measure_classes)
 language_model = Scorer(_predict_nll, _measure_nll)
 translation = Scorer(_predict_translations, _measure_translations)
+tagging = Scorer(_predict_tags, _measure_tags)
 
 
 # ---------------------------------------------------------------------------------------------- entry point

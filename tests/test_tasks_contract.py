@@ -28,6 +28,9 @@ TINY: dict[str, list[str]] = {
     "translation": ["--benchmark", "tiny_translation", "--layers", "1", "--hidden-size", "32", "--embedding-size",
                     "16", "--tokenizer", "word", "--vocab-size", "100", "--batch-size", "8", "--lr", "0.01",
                     "--warmup", "0", "--epochs", "3", "--beam", "2", "--time-budget", "0"],
+    "tagging": ["--benchmark", "tiny_tagging", "--word-dim", "16", "--char-dim", "8", "--char-channels", "8",
+                "--hidden-size", "16", "--batch-size", "8", "--epochs", "3", "--time-budget", "0",
+                "--rnn-precision", "fp32"],
 }
 
 
@@ -169,6 +172,7 @@ def test_a_model_with_nan_weights_is_an_error_naming_the_run_never_a_score(task:
         for p in predictor.model.parameters():
             p.fill_(float("nan"))
     uses = {"sentiment": lambda: predictor.predict(["a fine film"]),
+            "tagging": lambda: predictor.tag(["Ana vive en Lima ."]),
             "generation": lambda: predictor.log_prob("to be"),
             "translation": lambda: predictor.translate(["a b"])}
     with pytest.raises(seqnlp.SeqnlpError, match=f"the model in {tiny_runs[task]} produced non-finite outputs"):
@@ -178,7 +182,7 @@ def test_a_model_with_nan_weights_is_an_error_naming_the_run_never_a_score(task:
             predictor.generate("to", 5, seed=0)
     with pytest.raises(seqnlp.SeqnlpError, match="non-finite outputs"):
         scoring.score(predictor, {"sentiment": "tiny_sentiment", "generation": "tiny_text",
-                                  "translation": "tiny_translation"}[task])
+                                  "translation": "tiny_translation", "tagging": "tiny_tagging"}[task])
 
 
 # ---------------------------------------------------------------------------------------------- issue 19, task side
@@ -277,3 +281,34 @@ def test_library_calls_with_wrong_values_name_the_argument(task: str, call, need
                                                            tiny_runs: dict[str, Path]) -> None:
     with pytest.raises(seqnlp.SeqnlpError, match=needle):
         call(seqnlp.load(tiny_runs[task]))
+
+
+def test_tagging_reads_schemes_checks_rows_and_tags_raw_text(tiny_runs: dict[str, Path], tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from seqnlp.spans import detect_scheme, read_tags, spans, to_iob2
+
+    assert detect_scheme([["I-PER", "I-PER", "O", "B-PER"]]) == "IOB1"
+    assert to_iob2(["I-PER", "I-PER", "B-PER"], "IOB1") == ["B-PER", "I-PER", "B-PER"]
+    assert to_iob2(["S-LOC", "B-ORG", "E-ORG"], "BIOES") == ["B-LOC", "B-ORG", "I-ORG"]
+    assert spans(["O", "I-PER", "I-PER", "B-LOC", "I-ORG"]) == [("PER", 1, 3), ("LOC", 3, 4), ("ORG", 4, 5)]
+    with pytest.raises(seqnlp.SeqnlpError, match="row 0: the tag column holds str"):
+        read_tags(["B-PER O"], None, "x")
+    with pytest.raises(seqnlp.SeqnlpError, match="row 1 has tag 'B-DATE', which the model does not know"):
+        read_tags([["O"], ["B-DATE"]], None, "x", known=["O", "B-PER", "I-PER"])
+    bad = tmp_path / "bad"
+    for rows, needle in [([{"tokens": ["Ana", "vive"], "ner_tags": ["B-PER"]}], "2 tokens but 1 tags"),
+                         ([{"tokens": [], "ner_tags": []}], "empty sentence"),
+                         ([{"tokens": ["Ana"], "ner_tags": "B-PER"}], "not a list of tags"),
+                         ([{"tokens": ["Ana"], "ner_tags": ["B-PERSONA-X"]}], None)]:
+        _rows(bad, "train", rows * 4)
+        _rows(bad, "test", rows)
+        code = runner.main(spec("tagging"), ["--dataset", str(bad), *COMMON, "--output", str(tmp_path / "r")])
+        err = capsys.readouterr().err
+        if needle is None:  # a well-formed tag of an unusual type is fine
+            continue
+        assert code == 2 and needle in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
+    tagger = seqnlp.load(tiny_runs["tagging"])
+    (row,) = tagger.tag(["Ana vive en Lima."])
+    assert [t["text"] for t in row["tokens"]] == ["Ana", "vive", "en", "Lima", "."]
+    for entity in row["entities"]:
+        assert row["text"][entity["start"]:entity["end"]] == entity["text"] and entity["type"] in ("PER", "LOC", "ORG")

@@ -30,6 +30,7 @@ KINDS: dict[str, Kind] = {
     "generation": Kind(("text",), ("nats_per_char", "bits_per_char", "perplexity"), carve_unit="character",
                        carve_fraction=0.05),
     "translation": Kind(("source", "target"), ("bleu", "chrf", "perplexity")),
+    "tagging": Kind(("tokens", "tags"), ("f1", "precision", "recall", "token_accuracy")),
 }
 
 

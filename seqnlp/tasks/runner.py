@@ -48,7 +48,7 @@ from seqnlp.tokenization import Tokenizer
 from seqnlp.trainer import TrainConfig, Trainer, check_run_dir, seed_everything
 
 CONFIG_FILE = "config.json"
-DEFAULT_COLUMNS = {"text": "text", "label": "label"}  # column names guessed for --dataset
+DEFAULT_COLUMNS = {"text": "text", "label": "label", "tokens": "tokens", "tags": "ner_tags"}  # guessed for --dataset
 
 
 # ====================================================================== what a recipe provides
