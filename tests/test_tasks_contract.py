@@ -46,7 +46,7 @@ def _interrupted_at_epoch_one(task_spec: runner.TaskSpec) -> runner.TaskSpec:
     def prepare(run: runner.Run) -> runner.Prepared:
         prepared = task_spec.prepare(run)
 
-        def batches(epoch: int):  # noqa: ANN202
+        def batches(epoch: int):
             if epoch == 1 and not run.resume:
                 os.kill(os.getpid(), signal.SIGINT)  # the trainer checkpoints at the next step and stops
             return prepared.train_batches(epoch)
@@ -277,7 +277,7 @@ def test_mixed_label_kinds_are_one_line(tmp_path: Path, capsys: pytest.CaptureFi
     ("translation", lambda p: p.translate(["a b"], beam=100_000_000), "beam size must be"),
     ("translation", lambda p: p.translate(None), "expected a list of source texts"),
 ])
-def test_library_calls_with_wrong_values_name_the_argument(task: str, call, needle: str,  # noqa: ANN001
+def test_library_calls_with_wrong_values_name_the_argument(task: str, call, needle: str,
                                                            tiny_runs: dict[str, Path]) -> None:
     with pytest.raises(seqnlp.SeqnlpError, match=needle):
         call(seqnlp.load(tiny_runs[task]))
