@@ -50,6 +50,18 @@ def _is_number(value: Any) -> bool:
     return not isinstance(value, bool) and isinstance(value, numbers.Real)
 
 
+def _check_int(name: str, value: Any, low: int, high: int | None) -> None:
+    """SeqnlpError unless `value` is None or an integer in [low, high] (high None: no upper bound)."""
+    if value is None:
+        return
+    if not _is_int(value):
+        raise SeqnlpError(f"{name} must be an integer, not {value!r}")
+    if value < low:
+        raise SeqnlpError(f"{name} must be >= {low}, not {value}")
+    if high is not None and value > high:
+        raise SeqnlpError(f"{name} must be at most {high}, not {value}")
+
+
 def check_decoding(temperature: Any = None, top_k: Any = None, top_p: Any = None, beam: Any = None,
                    length: Any = None, max_length: int = MAX_LENGTH, *, flags: bool = False) -> None:
     """Check decoding settings; a one-line SeqnlpError names the first bad argument and its allowed values.
@@ -73,12 +85,7 @@ def check_decoding(temperature: Any = None, top_k: Any = None, top_p: Any = None
         if not MIN_TEMPERATURE <= temperature <= MAX_TEMPERATURE:
             raise SeqnlpError(f"{n} must be between {MIN_TEMPERATURE:g} and {MAX_TEMPERATURE:g}, not {temperature:g}"
                               " (use greedy decoding for the argmax)")
-    if top_k is not None:
-        n = name["top_k"]
-        if not _is_int(top_k):
-            raise SeqnlpError(f"{n} must be an integer, not {top_k!r}")
-        if top_k < 1:
-            raise SeqnlpError(f"{n} must be >= 1, not {top_k}")
+    _check_int(name["top_k"], top_k, 1, None)
     if top_p is not None:
         n = name["top_p"]
         if not _is_number(top_p):
@@ -87,22 +94,8 @@ def check_decoding(temperature: Any = None, top_k: Any = None, top_p: Any = None
             raise SeqnlpError(f"{n} must be in (0, 1], not {top_p}")
         if top_p < MIN_TOP_P:
             raise SeqnlpError(f"{n} must be at least {MIN_TOP_P:g}, not {top_p:g}")
-    if beam is not None:
-        n = name["beam"]
-        if not _is_int(beam):
-            raise SeqnlpError(f"{n} must be an integer, not {beam!r}")
-        if beam < 1:
-            raise SeqnlpError(f"{n} must be >= 1, not {beam}")
-        if beam > MAX_BEAM:
-            raise SeqnlpError(f"{n} must be at most {MAX_BEAM}, not {beam}")
-    if length is not None:
-        n = name["length"]
-        if not _is_int(length):
-            raise SeqnlpError(f"{n} must be an integer, not {length!r}")
-        if length < 0:
-            raise SeqnlpError(f"{n} must be >= 0, not {length}")
-        if length > max_length:
-            raise SeqnlpError(f"{n} must be at most {max_length}, not {length}")
+    _check_int(name["beam"], beam, 1, MAX_BEAM)
+    _check_int(name["length"], length, 0, max_length)
 
 
 def _check_limit(max_len: Any) -> None:

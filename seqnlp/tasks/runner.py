@@ -392,11 +392,16 @@ def evaluate(task_spec: TaskSpec, args: argparse.Namespace) -> int:
 
 # ====================================================================== the command line
 
+# Spellings the task layer replaced → what to type now (named in the usage error).
+RENAMED = {"--greedy-too": "translation's evaluate scores one beam size: run it again with --beam 1 for greedy"}
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line and a pointer to --help, not the whole usage."""
 
     def error(self, message: str) -> NoReturn:
         hint = " (--resume takes the run folder: --resume RUN_DIR)" if "argument --resume" in message else ""
+        hint += "".join(f" ({old} is gone: {new})" for old, new in RENAMED.items() if old in message)
         self.exit(2, f"error: {message}{hint}; see {self.prog} --help\n")
 
 

@@ -54,8 +54,8 @@ class ModelConfig:
     """The tagger and its input pipeline (saved in config.json; a loaded model rebuilds from it)."""
 
     word_dim: int = opt(100, "E, word embedding width (0 = characters only)", min=0)
-    char_dim: int = opt(50, "character embedding width", min=1)
     # Capitalisation, affixes and digits carry names; the words' own spelling goes to a CNN over characters.
+    char_dim: int = opt(50, "character embedding width", min=1)
     char_channels: int = opt(50, "character CNN filters (0 = no characters)", min=0)
     char_kernel: int = opt(3, "character CNN window", min=1)
     max_chars: int = opt(20, "characters kept per word (the first and last halves of a longer one)", min=2)
