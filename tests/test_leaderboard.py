@@ -163,7 +163,7 @@ def test_run_baselines_and_show_end_to_end(tmp_path: Path, fixture_tasks: Path,
     results = tmp_path / "results"
     assert main(["run", "--baselines", "--results-dir", str(results)]) == 0
     files = sorted(p.relative_to(results).parts[0] for p in results.rglob("*.json"))
-    assert files == ["tiny_sentiment", "tiny_text", "tiny_translation"]
+    assert files == ["tiny_sentiment", "tiny_tagging", "tiny_text", "tiny_translation"]
     # a stale result (older benchmark version) and a corrupt file are listed, not ranked
     append_result(results, _result("tiny_text", 0.01, version=1, model="old model"))
     (results / "tiny_text" / "corrupt.json").write_text("{")
