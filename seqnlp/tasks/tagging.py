@@ -23,7 +23,7 @@ import re
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -181,14 +181,9 @@ class Tagger(nn.Module):
     @torch.no_grad()
     def decode(self, batch: TaggedBatch, what: str = "the tagger") -> list[list[int]]:
         """The best tag ids of each sentence (Viterbi with the CRF, else per-token argmax)."""
-        scores = check_finite(self(replace_targets(batch)).logits.float(), what)  # (B, T, C)
+        scores = check_finite(self(replace(batch, targets=None)).logits.float(), what)  # (B, T, C)
         path = scores.argmax(2) if self.crf is None else self.crf.viterbi(scores, batch.mask, batch.lengths)  # (B, T)
         return [row[:n] for row, n in zip(path.tolist(), batch.lengths.tolist())]
-
-
-def replace_targets(batch: TaggedBatch) -> TaggedBatch:
-    """The batch without its tags (scores only)."""
-    return TaggedBatch(ids=batch.ids, lengths=batch.lengths, chars=batch.chars, index=batch.index)
 
 
 # ====================================================================== a trained tagger
@@ -249,8 +244,7 @@ def prepare(run: Run) -> Prepared:
     tag_names = sorted({t for row in tags for t in row}, key=lambda t: (t != "O", t[2:], t))
     read_tags(valid[1], None, run.where("validation"), "IOB2", known=tag_names)  # tags train never shows
     if run.resume:
-        saved = json.loads((run.run_dir / VOCAB_FILE).read_text())
-        encoder = Encoder(saved["words"], saved["chars"], saved["tags"], config.max_chars)
+        encoder = _read_encoder(run.run_dir, config)
     else:
         encoder = Encoder(vocabulary((word_key(w) for s in words for w in s), config.min_count),
                           vocabulary(c for s in words for w in s for c in w), tag_names, config.max_chars)
@@ -276,13 +270,17 @@ def load(run_dir: str | Path, device: str = "cpu") -> EntityTagger:
     return load_run_of(SPEC, run_dir, device)
 
 
-def _load(run_dir: Path, settings: dict[str, Any], device: str) -> EntityTagger:
+def _read_encoder(run_dir: Path, config: ModelConfig) -> Encoder:
     from seqnlp.io import read_json
 
     vocab = read_json(run_dir / VOCAB_FILE)
     if not isinstance(vocab, dict) or not all(isinstance(vocab.get(k), list) for k in ("words", "chars", "tags")):
         raise SeqnlpError(f"{run_dir / VOCAB_FILE} is not a tagging vocabulary (words, chars, tags)")
-    encoder = Encoder(vocab["words"], vocab["chars"], vocab["tags"], settings["model"].max_chars)
+    return Encoder(vocab["words"], vocab["chars"], vocab["tags"], config.max_chars)
+
+
+def _load(run_dir: Path, settings: dict[str, Any], device: str) -> EntityTagger:
+    encoder = _read_encoder(run_dir, settings["model"])
     model = Tagger(settings["model"], encoder.tags, len(encoder.words), len(encoder.chars))
     load_model_weights(run_dir, model, "best")
     return EntityTagger(model, encoder, device, run_dir)
