@@ -131,6 +131,10 @@ class RNNEncoder(nn.Module):
         zero_padding: False leaves the top layer's outputs at padded steps as the kernel wrote them (finite,
             meaningless) instead of zeroing them, for a consumer that masks padding itself, as every `Pooler`
             mode does: it skips a (B, T, D) multiply forward and backward.
+        weight_dropout: DropConnect on the hidden-to-hidden weights in training (AWD-LSTM's weight drop):
+            one mask per forward call, shared by every row and step, so the fused kernel still runs.
+        variational: draw the between-layer dropout mask once per row and feature, the same at every step
+            (Gal & Ghahramani 2016) instead of per step.
     """
 
     def __init__(
@@ -145,6 +149,8 @@ class RNNEncoder(nn.Module):
         residual: bool = False,
         fp32_outputs: bool = True,
         zero_padding: bool = True,
+        weight_dropout: float = 0.0,
+        variational: bool = False,
     ) -> None:
         super().__init__()
         if cell not in CELLS:
@@ -153,8 +159,9 @@ class RNNEncoder(nn.Module):
             raise SeqnlpError(f"precision must be auto, fp32 or bf16, not {precision!r}")
         if input_size < 1 or hidden_size < 1 or num_layers < 1:
             raise SeqnlpError("input_size, hidden_size and num_layers must all be at least 1")
-        if not 0.0 <= dropout < 1.0:
-            raise SeqnlpError(f"dropout must be in [0, 1), got {dropout}")
+        for name, p in (("dropout", dropout), ("weight_dropout", weight_dropout)):
+            if not 0.0 <= p < 1.0:
+                raise SeqnlpError(f"{name} must be in [0, 1), got {p}")
         self.cell = cell
         self.input_size = input_size
         self.hidden_size = hidden_size
@@ -166,6 +173,8 @@ class RNNEncoder(nn.Module):
         self.residual = residual
         self.fp32_outputs = fp32_outputs
         self.zero_padding = zero_padding
+        self.weight_dropout = weight_dropout
+        self.variational = variational
         gates = GATES[cell] * hidden_size
         for layer in range(num_layers):
             layer_input = input_size if layer == 0 else hidden_size * self.num_directions
@@ -199,6 +208,8 @@ class RNNEncoder(nn.Module):
         return (
             f"{self.cell}, {self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
             f"bidirectional={self.bidirectional}, dropout={self.dropout}, precision={self.precision!r}"
+            + (f", weight_dropout={self.weight_dropout}" if self.weight_dropout else "")
+            + (", variational=True" if self.variational else "")
             + (", residual=True" if self.residual else "")
             + ("" if self.fp32_outputs else ", fp32_outputs=False")
             + ("" if self.zero_padding else ", zero_padding=False")
@@ -259,7 +270,10 @@ class RNNEncoder(nn.Module):
             w_ih = getattr(self, f"weight_ih{suffix}")  # (G*H, E)
             if hold is not None:
                 w_ih = torch.cat([w_ih, hold_weights], dim=1)  # (4H, E+1 or E+2)
-            weights += [w_ih, getattr(self, f"weight_hh{suffix}"), getattr(self, f"bias_ih{suffix}"),
+            w_hh = getattr(self, f"weight_hh{suffix}")  # (G*H, H)
+            if self.training and self.weight_dropout > 0.0:
+                w_hh = w_hh * keep_mask(tuple(w_hh.shape), self.weight_dropout, w_hh)  # DropConnect, one mask per call
+            weights += [w_ih, w_hh, getattr(self, f"bias_ih{suffix}"),
                         getattr(self, f"bias_hh{suffix}")]
         both = len(suffixes) == 2
         if hx is None:
@@ -371,8 +385,11 @@ class RNNEncoder(nn.Module):
                     out = out * real.unsqueeze(2)  # (B, T', D)
                 if self.residual and layer > 0:
                     out = out + layer_input  # (B, T', D)
-                if layer < self.num_layers - 1 and self.dropout > 0.0:
-                    out = F.dropout(out, self.dropout, self.training)  # (B, T', D)
+                if layer < self.num_layers - 1 and self.dropout > 0.0 and self.training:
+                    if self.variational:  # one mask per row and feature, the same at every step
+                        out = out * keep_mask((out.shape[0], 1, out.shape[2]), self.dropout, out)  # (B, T', D)
+                    else:
+                        out = F.dropout(out, self.dropout, True)  # (B, T', D)
                 layer_input = out
         outputs = F.pad(layer_input, (0, 0, 0, time - steps)) if time > steps else layer_input  # (B, T, D)
         h_n = torch.stack(finals_h)  # (layers*dirs, B, H)

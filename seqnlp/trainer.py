@@ -669,6 +669,9 @@ class Trainer:
                 self._plot(result.history)
             progress.message(f"done: best {self.metric} {result.best_metric:.4f} at step {result.best_step}; "
                              f"{result.steps} steps in {result.train_seconds:.1f}s ({stopped})")
+            if stopped == "early_stopping":
+                progress.message(f"stopped early: validation {self.metric} did not improve for {c.patience} "
+                                 f"evaluations (--patience); the best model, step {result.best_step}, is kept")
         return result
 
     def _shard(self, batches: Sequence[Any], dist: _Dist) -> Sequence[Any]:

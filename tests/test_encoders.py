@@ -375,3 +375,44 @@ def test_max_pooling_matches_torch_max_values_and_gradients(layout: str) -> None
     assert torch.equal(pooled, expected)
     got = grad if layout == "batch-major" else grad.transpose(0, 1)
     assert torch.equal(got, reference_grad)  # all of each gradient on its argmax step, none on padding
+
+
+def _single_layer(encoder: RNNEncoder, layer: int, input_size: int) -> RNNEncoder:
+    """Layer `layer` of `encoder` as its own one-layer encoder (same weights)."""
+    one = RNNEncoder(encoder.cell, input_size, encoder.hidden_size, precision="fp32")
+    one.load_state_dict({f"{name}_l0": getattr(encoder, f"{name}_l{layer}")
+                         for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")})
+    return one
+
+
+def test_weight_dropout_runs_the_recurrence_with_one_masked_hidden_matrix_per_call() -> None:
+    torch.manual_seed(0)
+    encoder = RNNEncoder("lstm", E, H, precision="fp32", weight_dropout=0.5)
+    x = batch()
+    encoder.eval()
+    plain = _single_layer(encoder, 0, E).eval()
+    assert torch.equal(encoder(x, LENGTHS)[0], plain(x, LENGTHS)[0])  # no dropout at evaluation
+    encoder.train()
+    torch.manual_seed(1)
+    out, _ = encoder(x, LENGTHS)
+    torch.manual_seed(1)
+    mask = keep_mask(tuple(encoder.weight_hh_l0.shape), 0.5, encoder.weight_hh_l0)  # the same draw
+    with torch.no_grad():
+        plain.weight_hh_l0.mul_(mask)
+    assert torch.allclose(out, plain(x, LENGTHS)[0], atol=1e-6)
+    out.sum().backward()
+    assert encoder.weight_hh_l0.grad is not None and bool((encoder.weight_hh_l0.grad[mask == 0] == 0).all())
+
+
+def test_variational_dropout_between_layers_drops_the_same_features_at_every_step() -> None:
+    torch.manual_seed(0)
+    encoder = RNNEncoder("gru", E, H, num_layers=2, dropout=0.5, variational=True, precision="fp32").train()
+    x = batch()
+    torch.manual_seed(3)
+    out, _ = encoder(x, LENGTHS)
+    first, second = _single_layer(encoder, 0, E), _single_layer(encoder, 1, H)
+    torch.manual_seed(3)
+    mid, _ = first(x, LENGTHS)  # (B, T, H)
+    mask = keep_mask((x.shape[0], 1, H), 0.5, mid)  # one draw per row and feature
+    expected, _ = second(mid * mask, LENGTHS)
+    assert torch.allclose(out, expected, atol=1e-6)

@@ -261,3 +261,20 @@ def test_the_leaderboard_scores_a_loaded_run_like_its_own_evaluation(run_dir: Pa
     theirs = evaluate(lm, bench)
     assert theirs["nats_per_char"].value == pytest.approx(ours["nats_per_char"], rel=1e-6)
     assert theirs["perplexity"].value == pytest.approx(ours["perplexity"], rel=1e-6)
+
+
+def test_regularisation_scales_with_the_passes_the_budget_allows() -> None:
+    from seqnlp.trainer import TrainConfig
+
+    data = gen.DataConfig()
+    budget = TrainConfig(epochs=100, time_budget=25.0)
+    small, passes = gen.regularisation(gen.ModelConfig(), 1_000_000, budget, data)  # Tiny Shakespeare's size
+    assert passes == pytest.approx(30.0) and small.dropout == gen.REGULARISATION["dropout"]
+    big, _ = gen.regularisation(gen.ModelConfig(), 100_000_000, budget, data)  # seen less than once
+    assert big.dropout == big.embedding_dropout == big.weight_dropout == 0.0
+    middle, _ = gen.regularisation(gen.ModelConfig(), 6_000_000, budget, data)  # about 5 passes
+    assert 0.0 < middle.weight_dropout < small.weight_dropout
+    few_epochs, passes = gen.regularisation(gen.ModelConfig(), 1_000_000, TrainConfig(epochs=2), data)
+    assert passes == 2.0 and few_epochs.dropout < middle.dropout
+    given, _ = gen.regularisation(gen.ModelConfig(dropout=0.05), 1_000_000, budget, data)
+    assert given.dropout == 0.05 and given.weight_dropout == gen.REGULARISATION["weight_dropout"]  # a flag wins
