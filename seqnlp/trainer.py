@@ -360,13 +360,15 @@ class Trainer:
     train_batches:  epoch -> that epoch's batches in a fixed order (must not depend on global RNG state)
     evaluate:       model -> {metric name: value}, called in eval mode under torch.no_grad on rank 0
     metric:         the key of `evaluate`'s dict used for best-model selection and early stopping
+    metric_is_loss: the metric is in the training loss's units (a language model's nats/token): the plot then
+                    draws it beside the training loss, where over-fitting shows as the gap between them
     artifacts:      extra files written atomically into the run folder at the start (config.json, ...)
     """
 
     def __init__(self, model: nn.Module, config: TrainConfig, run_dir: str | Path, *,
                  train_batches: Callable[[int], Sequence[Any]],
                  evaluate: Callable[[nn.Module], dict[str, float]],
-                 metric: str, higher_is_better: bool,
+                 metric: str, higher_is_better: bool, metric_is_loss: bool = False,
                  artifacts: dict[str, str | bytes] | None = None) -> None:
         self.model = model
         self.config = config
@@ -375,6 +377,7 @@ class Trainer:
         self.evaluate_fn = evaluate
         self.metric = metric
         self.higher_is_better = higher_is_better
+        self.metric_is_loss = metric_is_loss
         self.artifacts = dict(artifacts or {})
         self._artifact_meta: dict[str, str] = {}  # sha256 of the run's artifacts, for the weights' metadata
         for name in self.artifacts:
@@ -893,6 +896,9 @@ class Trainer:
         evals = [r for r in history if r.get("train_loss") is not None]
         ax1.plot([r["step"] for r in evals], [r["train_loss"] for r in evals], "o-",
                  label="train (per evaluation)")
+        if self.metric_is_loss:
+            ax1.plot([r["step"] for r in history], [r[self.metric] for r in history], "s-",
+                     label=f"validation ({self.metric})")
         ax1.set_xlabel("step")
         ax1.set_ylabel("loss")
         ax1.legend()

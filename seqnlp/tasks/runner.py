@@ -318,6 +318,7 @@ def train(task_spec: TaskSpec, args: argparse.Namespace) -> int:
               "seqnlp_version": __version__}
     trainer = Trainer(prepared.model, fit_cfg, run_dir, train_batches=prepared.train_batches,
                       evaluate=prepared.validate, metric=task_spec.metric, higher_is_better=task_spec.higher_is_better,
+                      metric_is_loss=task_spec.metric == "nats_per_char",  # a language model's loss
                       artifacts={CONFIG_FILE: json.dumps(config, indent=2) + "\n", **prepared.artifacts})
     result = trainer.fit(resume=bool(args.resume))
     if not _main_process():  # under torchrun rank 0 alone scores and writes
