@@ -15,6 +15,11 @@ rows of text → char tokenizer trained on the train split → one long id strea
 → dropout → Linear(V) (optionally tied to the embedding) → Output(logits, loss) → seqnlp.trainer.Trainer
 → scored over the whole split with the state carried from its first character to its last.
 
+Regularisation (AWD-LSTM's, Merity et al. 2018): variational dropout on the embeddings, between layers and
+before the output layer, and DropConnect on the hidden-to-hidden weights. Unless set by flags, its strength
+follows how many passes over the training text the budget allows (`regularisation`), so a book-length
+`--dataset` needs no hand tuning; training ends early when validation stops improving (`--patience`).
+
 Truncated BPTT that survives checkpoints: every training window carries in `Batch.index` the stream position
 of each row's first character. The model keeps the final state of the previous window, and the position that
 window ended at, as persistent buffers: the trainer saves them with the weights, so a resumed run continues
