@@ -285,8 +285,8 @@ def _quiet_unless_main() -> Any:
 def _check_world(saved: dict[str, Any], run_dir: str, world: int) -> None:
     trained = saved.get("world_size", 1)  # runs saved before world_size was recorded ran in one process
     if trained != world:
-        how = (f"torchrun --nproc_per_node {trained} (or --nnodes x --nproc_per_node making {trained})"
-               if trained > 1 else "one process (python -m, without torchrun)")
+        how = (f"{trained} processes in all (e.g. torchrun --nproc_per_node {trained})" if trained > 1
+               else "one process (python -m, without torchrun)")
         raise SeqnlpError(f"{run_dir} was trained by {trained} process(es), this is {world}: each process's share "
                           f"of the batches would change; resume it with {how}")
 
