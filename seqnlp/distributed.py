@@ -68,8 +68,12 @@ def process_device(name: str, local: int, world: int) -> torch.device:
 
 
 def backend(device: torch.device) -> str:
-    """The collective backend for processes on `device`: nccl between GPUs, gloo between CPUs."""
-    return "nccl" if device.type == "cuda" else "gloo"
+    """The collective backend for processes on `device`: nccl between GPUs, gloo between CPUs.
+
+    GPU processes get gloo for CPU tensors too: the trainer exchanges a few (RNG states, counters), which
+    nccl alone refuses.
+    """
+    return "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
 
 
 def active() -> bool:
@@ -94,6 +98,7 @@ def process_group(device: torch.device) -> Iterator[None]:
 
 
 def _collective_device() -> torch.device:
+    # A group opened elsewhere with nccl alone takes CUDA tensors only; ours (`backend`) takes CPU ones too.
     return torch.device("cuda", torch.cuda.current_device()) if torch.distributed.get_backend() == "nccl" \
         else torch.device("cpu")
 

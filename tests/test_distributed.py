@@ -186,7 +186,7 @@ def test_each_process_takes_its_local_gpu_and_nccl_and_cpu_runs_use_gloo(monkeyp
     assert distributed.process_device("cuda", 1, 2) == torch.device("cuda:1")
     assert distributed.process_device("auto", 0, 4) == torch.device("cuda:0")  # e.g. rank 2 of 2 machines x 2
     assert distributed.process_device("cpu", 1, 2) == torch.device("cpu")
-    assert distributed.backend(torch.device("cuda:1")) == "nccl"
+    assert distributed.backend(torch.device("cuda:1")) == "cpu:gloo,cuda:nccl"  # nccl, and gloo for CPU tensors
     assert distributed.process_device("cuda:1", 0, 1) == torch.device("cuda:1")  # one process: as given
     with pytest.raises(SeqnlpError, match="would put all 2 processes on one GPU; use --device cuda"):
         distributed.process_device("cuda:1", 0, 2)
