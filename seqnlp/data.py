@@ -25,7 +25,7 @@ Input policy (every problem is one SeqnlpError line naming the file and the fix)
   characters). `check_columns` names missing columns and lists the existing ones.
 
 Batching: `BucketBatchSampler` groups examples of similar length, `pad` builds (ids, lengths) tensors,
-`Batch` carries them through models and the trainer.
+`Batch` carries them through models and the trainer; `deal` cuts global batches into one part per process.
 """
 
 from __future__ import annotations
@@ -670,6 +670,20 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
             n = len(self.lengths)
             return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
         return len(self.batches(self.epoch))
+
+
+def deal(batches: Sequence[Sequence[int]], parts: int) -> list[list[int]]:
+    """Global batches of indices → `parts` consecutive pieces of each, for that many processes (torchrun).
+
+    The result lists piece 0, ..., piece parts-1 of the first batch, then of the second, ..., so process r
+    (which the trainer gives every parts-th batch from r on) trains on piece r of every global batch, and one
+    step of `parts` processes sees the rows of one batch of a single process. Pieces differ in size by one at
+    most; a batch with fewer indices than `parts` (an epoch's short last one) is left out.
+    """
+    if parts <= 1:
+        return [list(b) for b in batches]
+    return [piece.tolist() for b in batches if len(b) >= parts
+            for piece in np.array_split(np.asarray(b, dtype=np.int64), parts)]
 
 
 def padding_fraction(lengths: Sequence[int] | np.ndarray, batches: Sequence[Sequence[int]]) -> float:

@@ -31,8 +31,11 @@ bring-your-own protocol): each row of a split is read from <bos> with a zero sta
 characters is predicted from all characters before it in the row. nats/char = total NLL / number of
 characters; bits/char = nats/char / ln 2; perplexity = exp(nats/char).
 
-Under DDP (torchrun) the trainer deals consecutive windows to different processes, so no window continues
-its predecessor there and every window starts from a zero state: correct, without the carry.
+Under torchrun with N processes the text is cut into N x batch_size streams, and process r trains on streams
+r*batch_size to (r+1)*batch_size - 1 of every window (`Windows(..., parts=N)`): each process reads its streams
+window after window, so the carry continues as in one process with N x batch_size streams. The carried state of
+every stream is gathered into every process after each step, so the state saved with the weights (by rank 0)
+holds all of them and a resumed run continues exactly.
 
 Unknown characters: a `--prime` holding characters never seen in training is refused with a message naming
 them (the model has no input for them). In scored text they count as the unknown character <unk>, which the
@@ -56,7 +59,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seqnlp import baselines, scoring
+from seqnlp import baselines, distributed, scoring
 from seqnlp.config import opt
 from seqnlp.data import Batch, carve_characters, check_texts, pad  # noqa: F401  (carve_characters: the carve for --dataset)
 from seqnlp.decoding import check_decoding, filter_logits, greedy, sample
@@ -162,7 +165,8 @@ class CharRNN(nn.Module):
         self.head = nn.Linear(config.embedding_size if config.tie_weights else width, vocab_size)
         if config.tie_weights:
             self.head.weight = self.embedding.weight
-        # The truncated-BPTT carry: persistent, so checkpoints (and resumed runs) keep it.
+        # The truncated-BPTT carry: persistent, so checkpoints (and resumed runs) keep it. `batch_size` counts
+        # the streams of all processes under torchrun: each process finds its own rows by their positions.
         parts = 2 if config.cell == "lstm" else 1
         self.register_buffer("carry_state", torch.zeros(parts, config.layers, batch_size, config.hidden_size))
         self.register_buffer("carry_next", torch.full((batch_size,), -1, dtype=torch.long))  # (B,)
@@ -177,13 +181,18 @@ class CharRNN(nn.Module):
         return self.head(outputs), state  # (B, T, V)
 
     def _carried(self, index: Tensor) -> State | None:
-        """The carried state when this window starts where the last one ended, else None (zero state)."""
-        if index.shape != self.carry_next.shape or not torch.equal(index.to(self.carry_next.device), self.carry_next):
-            return None
-        # Copies: the buffer is overwritten after this step, while autograd still holds the state it read.
-        if self.config.cell == "lstm":
-            return (self.carry_state[0].clone(), self.carry_state[1].clone())
-        return self.carry_state[0].clone()
+        """The carried state when every row of this window starts where a carried row ended, else None (zero
+        state). Under torchrun a process's rows are some of the carried ones, found by their positions."""
+        index = index.to(self.carry_next.device)  # (B,)
+        if index.shape == self.carry_next.shape and torch.equal(index, self.carry_next):
+            # Copies: the buffer is overwritten after this step, while autograd still holds the state it read.
+            state = self.carry_state.clone()  # (P, L, B, H)
+        else:
+            hit = self.carry_next[:, None] == index[None, :]  # (G, B): carried row g ended where row b starts
+            if not bool(hit.any(0).all()):
+                return None
+            state = self.carry_state.index_select(2, hit.int().argmax(0))  # (P, L, B, H)
+        return (state[0], state[1]) if self.config.cell == "lstm" else state[0]
 
     def forward(self, batch: Batch) -> Output:
         """Next-character scores for every position, and the mean loss when targets are given."""
@@ -194,11 +203,17 @@ class CharRNN(nn.Module):
         if batch.targets is not None:
             targets = batch.targets.masked_fill(~batch.mask, -100)  # (B, T)
             loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
-        if carry and batch.index.shape == self.carry_next.shape:
+        # (Every process's part of a window has B x T targets, so the mean over processes needs no rescaling.)
+        if carry:
             final = detach_state(final)
-            with torch.no_grad():
-                self.carry_state.copy_(torch.stack(final) if isinstance(final, tuple) else final[None])
-                self.carry_next.copy_(batch.index.to(self.carry_next.device) + batch.lengths.to(self.carry_next.device))
+            ends = batch.index.to(self.carry_next.device) + batch.lengths.to(self.carry_next.device)  # (B,)
+            # Every process keeps every stream's state: (P, L, G, H) and (G,), G = B x processes.
+            states = distributed.gather_rows(torch.stack(final) if isinstance(final, tuple) else final[None], dim=2)
+            ends = distributed.gather_rows(ends, dim=0)
+            if ends.shape == self.carry_next.shape:
+                with torch.no_grad():
+                    self.carry_state.copy_(states)
+                    self.carry_next.copy_(ends)
         return Output(logits, loss)
 
 
@@ -209,28 +224,38 @@ class Windows(Sequence[Batch]):
 
     The stream, shifted by `offset`, is cut into `batch_size` contiguous rows of equal length; window j holds
     characters [j*T, (j+1)*T) of every row, targets shifted by one, and `index` = each row's stream position.
+    With `parts` processes (torchrun) the stream is cut into batch_size x parts rows, and item i is part i % parts
+    (batch_size rows) of window i // parts: process r, which trains on every parts-th item from r on, reads the
+    same rows window after window.
     """
 
-    def __init__(self, stream: Tensor, batch_size: int, seq_length: int, offset: int = 0) -> None:
+    def __init__(self, stream: Tensor, batch_size: int, seq_length: int, offset: int = 0, parts: int = 1) -> None:
+        rows = batch_size * parts
         usable = stream.numel() - 1 - offset
-        self.row_length = usable // batch_size
-        n = self.row_length * batch_size
-        self.inputs = stream[offset:offset + n].view(batch_size, self.row_length)  # (B, N/B)
-        self.targets = stream[offset + 1:offset + 1 + n].view(batch_size, self.row_length)  # (B, N/B)
-        self.starts = offset + torch.arange(batch_size) * self.row_length  # (B,)
+        self.row_length = usable // rows
+        n = self.row_length * rows
+        self.inputs = stream[offset:offset + n].view(rows, self.row_length)  # (G, N/G)
+        self.targets = stream[offset + 1:offset + 1 + n].view(rows, self.row_length)  # (G, N/G)
+        self.starts = offset + torch.arange(rows) * self.row_length  # (G,)
         self.seq_length = seq_length
         self.batch_size = batch_size
+        self.parts = parts
+        self.windows = self.row_length // seq_length
 
     def __len__(self) -> int:
-        return self.row_length // self.seq_length
+        return self.windows * self.parts
 
-    def __getitem__(self, j: int) -> Batch:  # type: ignore[override]
-        if not 0 <= j < len(self):
-            raise IndexError(j)
+    def __getitem__(self, i: int | slice) -> Any:  # type: ignore[override]
+        if isinstance(i, slice):  # the trainer's per-process share
+            return [self[k] for k in range(len(self))[i]]
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        j, part = divmod(i, self.parts)
+        rows = slice(part * self.batch_size, (part + 1) * self.batch_size)
         cut = slice(j * self.seq_length, (j + 1) * self.seq_length)
         lengths = torch.full((self.batch_size,), self.seq_length, dtype=torch.long)  # (B,)
-        return Batch(ids=self.inputs[:, cut], lengths=lengths, targets=self.targets[:, cut],
-                     index=self.starts + j * self.seq_length)  # ids, targets (B, T); index (B,)
+        return Batch(ids=self.inputs[rows, cut], lengths=lengths, targets=self.targets[rows, cut],
+                     index=self.starts[rows] + j * self.seq_length)  # ids, targets (B, T); index (B,)
 
 
 def epoch_offset(epoch: int, seed: int, seq_length: int, slack: int | None = None) -> int:
@@ -244,11 +269,11 @@ def epoch_offset(epoch: int, seed: int, seq_length: int, slack: int | None = Non
     return int(torch.randint(0, high, (1,), generator=g))
 
 
-def epoch_windows(stream: Tensor, batch_size: int, seq_length: int, epoch: int, seed: int) -> Windows:
+def epoch_windows(stream: Tensor, batch_size: int, seq_length: int, epoch: int, seed: int, parts: int = 1) -> Windows:
     """The training windows of one epoch (deterministic in `seed` and `epoch`, as resuming requires)."""
-    first = Windows(stream, batch_size, seq_length)
-    slack = stream.numel() - 1 - batch_size * seq_length * len(first)
-    return Windows(stream, batch_size, seq_length, epoch_offset(epoch, seed, seq_length, slack))
+    first = Windows(stream, batch_size, seq_length, parts=parts)
+    slack = stream.numel() - 1 - batch_size * parts * seq_length * first.windows
+    return Windows(stream, batch_size, seq_length, epoch_offset(epoch, seed, seq_length, slack), parts)
 
 
 def to_stream(rows: Sequence[Sequence[int]], bos_id: int) -> Tensor:
@@ -462,9 +487,10 @@ def prepare(run: Run) -> Prepared:
     stream = to_stream(encoded["train"], tokenizer.bos_id)  # (N,)
     chars = {role: sum(len(r) for r in rows) for role, rows in texts.items()}
     # Flags that cannot fit the text fail before anything is printed about the data.
-    if len(Windows(stream, data.batch_size, data.seq_length)) == 0:
+    if len(Windows(stream, data.batch_size, data.seq_length, parts=run.world)) == 0:
+        processes = f" x {run.world} processes" if run.world > 1 else ""
         raise SeqnlpError(f"the training text ({chars['train']:,} characters) is too short for --batch-size "
-                          f"{data.batch_size} x --seq-length {data.seq_length}; lower them")
+                          f"{data.batch_size} x --seq-length {data.seq_length}{processes}; lower them")
     for role in ("validation", "test"):
         unknown = sum(r.count(tokenizer.unk_id) for r in encoded[role])
         if unknown:
@@ -478,7 +504,8 @@ def prepare(run: Run) -> Prepared:
     print(f"regularisation: dropout {config.dropout}, embedding dropout {config.embedding_dropout}, weight dropout "
           f"{config.weight_dropout} (the budget allows about {passes:.0f} passes over the training text)",
           file=sys.stderr, flush=True)
-    model = CharRNN(config, tokenizer.vocab_size, data.batch_size, tokenizer.pad_id, precision=train_cfg.precision)
+    model = CharRNN(config, tokenizer.vocab_size, data.batch_size * run.world, tokenizer.pad_id,
+                    precision=train_cfg.precision)
     example = Windows(stream, 1, min(data.seq_length, 32))[0]
     example.index = None
 
@@ -491,7 +518,7 @@ def prepare(run: Run) -> Prepared:
 
     return Prepared(model=model, validate=validate, example=example, artifacts={TOKENIZER_FILE: tokenizer.to_str()},
                     train_batches=lambda epoch: epoch_windows(stream, data.batch_size, data.seq_length, epoch,
-                                                              train_cfg.seed))
+                                                              train_cfg.seed, run.world))
 
 
 def load(run_dir: str | Path, device: str = "cpu") -> CharLM:
@@ -502,8 +529,8 @@ def load(run_dir: str | Path, device: str = "cpu") -> CharLM:
 def _load(run_dir: Path, settings: dict[str, Any], device: str) -> CharLM:
     tokenizer = Tokenizer.load(run_dir / TOKENIZER_FILE)
     precision = settings["train"].precision
-    model = CharRNN(settings["model"], tokenizer.vocab_size, settings["data"].batch_size, tokenizer.pad_id,
-                    precision=precision)
+    streams = settings["data"].batch_size * int(settings.get("world_size", 1))  # the carry of every process's streams
+    model = CharRNN(settings["model"], tokenizer.vocab_size, streams, tokenizer.pad_id, precision=precision)
     load_model_weights(run_dir, model, "best")
     return CharLM(model, tokenizer, device=device, precision=precision, run_dir=run_dir)
 

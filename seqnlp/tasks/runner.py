@@ -10,7 +10,12 @@ queries (`load`), how it is scored and described, and its own subcommands. This 
 - where the data comes from: a benchmark file, or any dataset by one rule (`benchmark_of`);
 - run folders: naming, pre-flight checks, one resume behaviour, config.json written and read here;
 - after training: the saved run is loaded as any user would load it and scored by `seqnlp.scoring`,
-  the same path as `evaluate` and the leaderboard; `evaluation_<split>.json`, the results JSON, the usage hint.
+  the same path as `evaluate` and the leaderboard; `evaluation_<split>.json`, the results JSON, the usage hint;
+- more than one process (`torchrun --nproc_per_node N -m seqnlp.tasks.<kind> ...`): every process checks the
+  flags and prepares the same tokenizers and data (checked to be equal), each on its own device (cuda:LOCAL_RANK
+  with nccl, or the CPU with gloo); the trainer gives process r part r of every global batch (`Run.world`); rank
+  0 alone prints, writes the run folder, validates and scores. config.json records `world_size`, and a resume
+  with another number of processes is refused before any data is read.
 
 Output convention: the report goes to stdout (the data, the model summary, the scores, the training summary,
 the results path, the usage hint); progress, samples, notes and errors go to stderr, so a failed run's
@@ -20,6 +25,7 @@ stderr is its one error line.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -34,11 +40,11 @@ from typing import Any, NoReturn
 import torch
 from torch import nn
 
-from seqnlp import __version__, scoring
+from seqnlp import __version__, distributed, scoring
 from seqnlp.benchmark import Benchmark, load_benchmark
 from seqnlp.config import add_flags, flag_name, opt, resolve, to_dict
 from seqnlp.data import available_splits, check_columns, mirror_name
-from seqnlp.device import resolve_device, use_bf16
+from seqnlp.device import use_bf16
 from seqnlp.errors import SeqnlpError, cli_main
 from seqnlp.io import atomic_write_json, read_json
 from seqnlp.results import build_result, check_results_path, write_result
@@ -63,6 +69,9 @@ class Run:
     resume: bool
     device: torch.device
     bf16: bool
+    # Processes training together (torchrun). Batch sizes are per process: a recipe builds global batches of
+    # batch_size x world and deals them out with `seqnlp.data.deal(batches, run.world)`.
+    world: int = 1
 
     def rows(self, role: str) -> tuple[dict[str, list[Any]], dict[str, Any]]:
         """({column role: values}, {column role: feature}) of one split role (train | validation | test)."""
@@ -262,8 +271,24 @@ def _note(*parts: Any) -> None:
     print(*parts, file=sys.stderr, flush=True)
 
 
-def _main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
+@contextlib.contextmanager
+def _quiet_unless_main() -> Any:
+    """Under torchrun, the other processes print nothing while training (their errors still show: the
+    streams are back when an exception leaves)."""
+    if distributed.is_main():
+        yield
+        return
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), contextlib.redirect_stderr(devnull):
+        yield
+
+
+def _check_world(saved: dict[str, Any], run_dir: str, world: int) -> None:
+    trained = saved.get("world_size", 1)  # runs saved before world_size was recorded ran in one process
+    if trained != world:
+        how = (f"{trained} processes in all (e.g. torchrun --nproc_per_node {trained})" if trained > 1
+               else "one process (python -m, without torchrun)")
+        raise SeqnlpError(f"{run_dir} was trained by {trained} process(es), this is {world}: each process's share "
+                          f"of the batches would change; resume it with {how}")
 
 
 def _evaluation_file(evaluation: scoring.Evaluation) -> str:
@@ -291,6 +316,7 @@ def train(task_spec: TaskSpec, args: argparse.Namespace) -> int:
         if args.output and Path(args.output) != Path(args.resume):
             raise SeqnlpError("--resume continues RUN_DIR in place; leave out --output (or give the same folder)")
         _, saved = read_config(args.resume, task_spec.name)
+        _check_world(saved, args.resume, distributed.world_size())
     source = _source(task_spec.name, args, _source_values(saved) if saved else None)
     bench = benchmark_of(task_spec.name, source, task_spec.default_benchmark)
     preset = {} if source.dataset else task_spec.presets.get(bench.name, {})
@@ -303,25 +329,37 @@ def train(task_spec: TaskSpec, args: argparse.Namespace) -> int:
     check_run_dir(run_dir, resume=bool(args.resume), overwrite=train_cfg.overwrite)  # before any data is read
     check_results_path(args.results)
     wall0 = time.perf_counter()
-    seed_everything(train_cfg.seed)
-    device = resolve_device(train_cfg.device)
-    run = Run(bench, settings, run_dir, bool(args.resume), device, use_bf16(train_cfg.precision, device))
-
-    prepared = task_spec.prepare(run)
-    if prepared.example is not None:
-        print(summary(prepared.model, prepared.example), flush=True)
-    fit_cfg = train_cfg
-    if prepared.pretrain_seconds and train_cfg.time_budget > 0:  # --time-budget covers pretraining too
-        fit_cfg = replace(train_cfg, time_budget=max(train_cfg.time_budget - prepared.pretrain_seconds / 60, 0.05))
-    config = {"task": task_spec.name, "source": to_dict(source),
-              **{name: to_dict(value) for name, value in settings.items()}, **prepared.saved,
-              "seqnlp_version": __version__}
-    trainer = Trainer(prepared.model, fit_cfg, run_dir, train_batches=prepared.train_batches,
-                      evaluate=prepared.validate, metric=task_spec.metric, higher_is_better=task_spec.higher_is_better,
-                      metric_is_loss=task_spec.metric == "nats_per_char",  # a language model's loss
-                      artifacts={CONFIG_FILE: json.dumps(config, indent=2) + "\n", **prepared.artifacts})
-    result = trainer.fit(resume=bool(args.resume))
-    if not _main_process():  # under torchrun rank 0 alone scores and writes
+    world = distributed.world_size()
+    device = distributed.process_device(train_cfg.device, distributed.local_rank(), world)
+    try:
+        with _quiet_unless_main(), distributed.process_group(device):
+            distributed.barrier()  # every process has checked the run folder before rank 0 creates it
+            seed_everything(train_cfg.seed)
+            run = Run(bench, settings, run_dir, bool(args.resume), device, use_bf16(train_cfg.precision, device), world)
+            prepared = task_spec.prepare(run)
+            distributed.check_same(b"".join(_as_bytes(a) for _, a in sorted(prepared.artifacts.items())),
+                                   "tokenizers or vocabularies")
+            if prepared.example is not None and distributed.is_main():
+                print(summary(prepared.model, prepared.example), flush=True)
+            # The trainer's device is this process's own (cuda:LOCAL_RANK); config.json keeps the flag as given.
+            fit_cfg = replace(train_cfg, device=str(device)) if world > 1 else train_cfg
+            if prepared.pretrain_seconds and train_cfg.time_budget > 0:  # --time-budget covers pretraining too
+                fit_cfg = replace(fit_cfg, time_budget=max(train_cfg.time_budget - prepared.pretrain_seconds / 60, 0.05))
+            config = {"task": task_spec.name, "source": to_dict(source),
+                      **{name: to_dict(value) for name, value in settings.items()}, **prepared.saved,
+                      **({} if args.resume and "world_size" not in saved else {"world_size": world}),
+                      "seqnlp_version": __version__}
+            trainer = Trainer(prepared.model, fit_cfg, run_dir, train_batches=prepared.train_batches,
+                              evaluate=prepared.validate, metric=task_spec.metric,
+                              higher_is_better=task_spec.higher_is_better,
+                              metric_is_loss=task_spec.metric == "nats_per_char",  # a language model's loss
+                              artifacts={CONFIG_FILE: json.dumps(config, indent=2) + "\n", **prepared.artifacts})
+            result = trainer.fit(resume=bool(args.resume))
+    except KeyboardInterrupt:
+        if distributed.is_main():
+            raise
+        return 130  # rank 0 says where the checkpoint is
+    if not distributed.is_main():  # rank 0 alone scores and writes, after the process group is closed
         return 0
 
     predictor = task_spec.load(run_dir, settings_of(task_spec, config, str(run_dir / CONFIG_FILE)), str(device))
@@ -344,6 +382,10 @@ def train(task_spec: TaskSpec, args: argparse.Namespace) -> int:
           + f"  {module} evaluate --model {run_dir}\n"
           f"or in Python:\n  import seqnlp\n  model = seqnlp.load(\"{run_dir}\")")
     return 0
+
+
+def _as_bytes(content: str | bytes) -> bytes:
+    return content.encode("utf-8") if isinstance(content, str) else content
 
 
 def _write_results(path: str, task_spec: TaskSpec, evaluation: scoring.Evaluation, model: nn.Module,
@@ -458,6 +500,9 @@ def main(task_spec: TaskSpec, argv: list[str] | None = None) -> int:
 def _main(task_spec: TaskSpec, argv: list[str]) -> int:
     command = argv.pop(0) if argv and argv[0] in ("train", "evaluate", *task_spec.commands) else "train"
     args = parser(task_spec, command).parse_args(argv)
+    if command != "train" and distributed.world_size() > 1:
+        raise SeqnlpError(f"{command} runs in one process: start it with python -m seqnlp.tasks.{task_spec.name} "
+                          f"{command}, not torchrun (only training uses more than one)")
     if command == "train":
         return train(task_spec, args)
     if command == "evaluate":

@@ -43,10 +43,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seqnlp import baselines, scoring
+from seqnlp import baselines, distributed, scoring
 from seqnlp.benchmark import load_benchmark
 from seqnlp.config import opt
-from seqnlp.data import Batch, BucketBatchSampler, check_columns, check_texts, pad
+from seqnlp.data import Batch, BucketBatchSampler, check_columns, check_texts, deal, pad
 from seqnlp.device import autocast, resolve_device, use_bf16
 from seqnlp.encoders import CELLS, POOL_MODES, Dropout, LockedDropout, Pooler, RNNEncoder
 from seqnlp.errors import SeqnlpError, check_finite
@@ -165,7 +165,9 @@ class SentimentClassifier(nn.Module):
         outputs, state = self.encoder(x, batch.lengths)  # (B, T, D)
         pooled = self.pooler(outputs, batch.lengths, state)  # (B, D)
         logits = self.head(self.dropout(pooled)).float()  # (B, C)
-        loss = F.cross_entropy(logits, batch.labels) if batch.labels is not None else None
+        loss = None
+        if batch.labels is not None:  # the mean over the texts of every process's part of the batch
+            loss = distributed.mean_over_processes(F.cross_entropy(logits, batch.labels), len(batch.labels))
         return Output(logits, loss)
 
 
@@ -420,8 +422,9 @@ def prepare(run: Run) -> Prepared:
           flush=True)
     model = build_classifier(config, tokenizer.vocab_size, len(names), tokenizer.pad_id)
     seconds = pretrain_embedding(model, tokenizer, [*train.texts, *unlabelled], config, seed) if unlabelled else 0.0
-    sampler = BucketBatchSampler(lengths, config.batch_size, shuffle=True, seed=seed)
-    return Prepared(model=model, train_batches=lambda epoch: Batches(train, sampler.batches(epoch), tokenizer.pad_id),
+    sampler = BucketBatchSampler(lengths, config.batch_size * run.world, shuffle=True, seed=seed)
+    return Prepared(model=model, train_batches=lambda epoch: Batches(train, deal(sampler.batches(epoch), run.world),
+                                                                    tokenizer.pad_id),
                     validate=lambda m: validate(m, valid, tokenizer.pad_id, run.device, run.bf16, len(names)),
                     artifacts={TOKENIZER_FILE: tokenizer.to_str()}, saved={"labels": list(names)},
                     example=Batches(train, [list(range(min(2, len(train.ids))))], tokenizer.pad_id)[0],

@@ -32,10 +32,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seqnlp import baselines, scoring
+from seqnlp import baselines, distributed, scoring
 from seqnlp.config import opt
 from seqnlp.crf import CRF
-from seqnlp.data import Batch, BucketBatchSampler, check_texts, pad
+from seqnlp.data import Batch, BucketBatchSampler, check_texts, deal, pad
 from seqnlp.device import resolve_device
 from seqnlp.encoders import CELLS, Dropout, RNNEncoder
 from seqnlp.errors import SeqnlpError, check_finite
@@ -173,10 +173,12 @@ class Tagger(nn.Module):
         scores = self.project(self.dropout(h))  # (B, T, C)
         if batch.targets is None:
             return Output(scores, None)
+        # The mean over the tokens (softmax) or sentences (CRF) of every process's part of the batch.
         if self.crf is None:
-            return Output(scores, F.cross_entropy(scores.flatten(0, 1).float(), batch.targets.flatten(),
-                                                  ignore_index=IGNORE))
-        return Output(scores, self.crf.nll(scores, batch.targets, mask, batch.lengths).mean())
+            loss = F.cross_entropy(scores.flatten(0, 1).float(), batch.targets.flatten(), ignore_index=IGNORE)
+            return Output(scores, distributed.mean_over_processes(loss, (batch.targets != IGNORE).sum()))
+        loss = self.crf.nll(scores, batch.targets, mask, batch.lengths).mean()
+        return Output(scores, distributed.mean_over_processes(loss, len(batch.lengths)))
 
     @torch.no_grad()
     def decode(self, batch: TaggedBatch, what: str = "the tagger") -> list[list[int]]:
@@ -252,7 +254,8 @@ def prepare(run: Run) -> Prepared:
           f"{len(data['test'][0])} sentences; {len(encoder.words):,} words, {len(encoder.chars)} characters, tags "
           f"{', '.join(encoder.tags)}", flush=True)
     model = Tagger(config, encoder.tags, len(encoder.words), len(encoder.chars))
-    sampler = BucketBatchSampler([len(s) for s in words], config.batch_size, shuffle=True, seed=run.settings["train"].seed)
+    sampler = BucketBatchSampler([len(s) for s in words], config.batch_size * run.world, shuffle=True,
+                                 seed=run.settings["train"].seed)
 
     def validate(m: nn.Module) -> dict[str, float]:
         scores, _ = span_scores(valid[1], EntityTagger(m, encoder, run.device).predict_tags(valid[0]))  # type: ignore[arg-type]
@@ -261,7 +264,7 @@ def prepare(run: Run) -> Prepared:
     vocab = json.dumps({"words": encoder.words, "chars": encoder.chars, "tags": encoder.tags}, ensure_ascii=False)
     return Prepared(model=model, validate=validate, artifacts={VOCAB_FILE: vocab},
                     train_batches=lambda epoch: [encoder.batch([words[r] for r in rows], [tags[r] for r in rows], rows)
-                                                 for rows in sampler.batches(epoch)],
+                                                 for rows in deal(sampler.batches(epoch), run.world)],
                     example=encoder.batch(words[:2], tags[:2]))
 
 

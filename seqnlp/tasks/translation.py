@@ -35,10 +35,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seqnlp import baselines, scoring
+from seqnlp import baselines, distributed, scoring
 from seqnlp.config import opt
 from seqnlp.decoding import check_decoding
-from seqnlp.data import Batch, BucketBatchSampler, check_texts, pad
+from seqnlp.data import Batch, BucketBatchSampler, check_texts, deal, pad
 from seqnlp.device import resolve_device
 from seqnlp.encoders import RNNEncoder
 from seqnlp.errors import SeqnlpError, check_finite
@@ -260,7 +260,8 @@ class Seq2Seq(nn.Module):
         logits, _ = self.decode_teacher(inputs, memory, mask, state)  # (B, U, V)
         loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), gold.reshape(-1), ignore_index=PAD,
                                label_smoothing=self.config.label_smoothing if self.training else 0.0)
-        return Output(logits, loss)
+        # The mean over the target tokens of every process's part of the batch (token counts differ between parts).
+        return Output(logits, distributed.mean_over_processes(loss, (gold != PAD).sum()))
 
     def nll(self, batch: Batch) -> tuple[float, int]:
         """Summed target-token NLL (no smoothing) and the number of real target tokens (eos included)."""
@@ -269,7 +270,7 @@ class Seq2Seq(nn.Module):
         gold = batch.target_ids[:, 1:]  # (B, U)
         total = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), gold.reshape(-1), ignore_index=PAD,
                                 reduction="sum")
-        return float(total), int((gold != PAD).sum())
+        return float(total), (gold != PAD).sum()
 
     # ------------------------------------------------------------------ decoding (seqnlp.decoding protocol)
     def start(self, ids: Tensor, lengths: Tensor) -> tuple:
@@ -362,13 +363,15 @@ def make_batch(corpus: Corpus, index: Sequence[int]) -> Batch:
     return batch
 
 
-def training_batches(corpus: Corpus, config: DataConfig, seed: int) -> Callable[[int], list[Batch]]:
-    """epoch → that epoch's bucketed batches (deterministic per (seed, epoch))."""
+def training_batches(corpus: Corpus, config: DataConfig, seed: int, world: int = 1) -> Callable[[int], list[Batch]]:
+    """epoch → that epoch's bucketed batches (deterministic per (seed, epoch)); with `world` processes, global
+    batches of `world` times the sizes, each dealt out in `world` parts (`seqnlp.data.deal`)."""
     assert corpus.target_ids is not None
     lengths = np.maximum([len(s) for s in corpus.source_ids], [len(t) for t in corpus.target_ids])  # (N,)
-    sampler = BucketBatchSampler(lengths, config.batch_size, max_tokens=config.max_tokens or None,
+    sampler = BucketBatchSampler(lengths, config.batch_size * world,
+                                 max_tokens=config.max_tokens * world if config.max_tokens else None,
                                  shuffle=True, seed=seed)
-    return lambda epoch: [make_batch(corpus, b) for b in sampler.batches(epoch)]
+    return lambda epoch: [make_batch(corpus, b) for b in deal(sampler.batches(epoch), world)]
 
 
 def eval_batches(corpus: Corpus, batch_size: int) -> list[Batch]:
@@ -526,7 +529,7 @@ def prepare(run: Run) -> Prepared:
           f"vocabulary {source_tok.vocab_size} source, {target_tok.vocab_size} target "
           f"({'joint' if data.joint_vocab else 'separate'} {data.tokenizer})", flush=True)
     model = Seq2Seq(run.settings["model"], source_tok.vocab_size, target_tok.vocab_size)
-    batches = training_batches(train, data, run.settings["train"].seed)
+    batches = training_batches(train, data, run.settings["train"].seed, run.world)
     refs = [t.lower() for t in val.targets] if target_tok.lowercase else val.targets  # type: ignore[union-attr]
 
     def validate(m: nn.Module) -> dict[str, float]:
