@@ -34,7 +34,7 @@ from typing import Any, NoReturn
 import torch
 from torch import nn
 
-from seqnlp import __version__, scoring
+from seqnlp import __version__, run_folder, scoring
 from seqnlp.benchmark import Benchmark, load_benchmark
 from seqnlp.config import add_flags, flag_name, opt, resolve, to_dict
 from seqnlp.data import available_splits, check_columns, mirror_name
@@ -131,6 +131,9 @@ class TaskSpec:
     # Extra evaluate flags that set up the predictor (e.g. --beam): (add them, apply them to a predictor).
     evaluate_options: tuple[Callable[[argparse.ArgumentParser], None], Callable[[Any, argparse.Namespace], None]] | None = None
     report: Callable[[scoring.Evaluation, Path | None], None] | None = None  # extra output (a picture)
+    # (ONNX folder, settings, {part name: callable over tensors}) → the predictor over its exported parts, whose
+    # torch predictor names them in `onnx_parts()` (seqnlp.export).
+    onnx: Callable[[Path, dict[str, Any], dict[str, Callable[..., Any]]], Any] | None = None
 
 
 # ====================================================================== where the data comes from
@@ -466,6 +469,6 @@ def _main(task_spec: TaskSpec, argv: list[str]) -> int:
 
 
 def load_run_of(task_spec: TaskSpec, run_dir: str | Path, device: str = "cpu") -> Any:
-    """Load a run folder of this task as its predictor (a one-line error for another task's run)."""
-    run, config = read_config(run_dir, task_spec.name)
+    """Load a run folder (or hub repo id) of this task as its predictor (a one-line error for another task's run)."""
+    run, config = read_config(run_folder(run_dir), task_spec.name)
     return task_spec.load(run, settings_of(task_spec, config, str(run / CONFIG_FILE)), device)
