@@ -14,7 +14,7 @@ in dataset order (padded):
   reference, each side carrying its own state (and the greedy translations).
 Speed: the median of repeated calls at batch 1 and 64 (classifier and tagger forward, one LM step, a greedy
 translation of the batch), onnxruntime vs PyTorch as seqnlp.load runs it (its configured precision) and in
-fp32, with the same thread count. Prints the CPU model (lscpu), threads and what else was running.
+fp32, with the same thread count, the three taking turns in rounds. Prints the CPU model (lscpu), threads and what else was running.
 """
 
 from __future__ import annotations
@@ -68,14 +68,30 @@ def _max_diff(a: Any, b: Any) -> float:
     return max(float((x.float() - y.float()).abs().max()) for x, y in pairs)
 
 
-def _median_seconds(fn: Callable[[], Any], budget: float = 1.5) -> float:
-    fn()  # warm-up: allocations, kernel choice
-    times, end = [], time.perf_counter() + budget
-    while time.perf_counter() < end or len(times) < 5:
-        begin = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - begin)
-    return statistics.median(times)
+def _timings(variants: dict[str, Callable[[], Any]], rounds: int = 6, budget: float = 0.25) -> dict[str, float]:
+    """Median seconds per call of each variant, the variants taking turns in `rounds` rounds of `budget` seconds
+    each, so that a busy spell of the machine weighs on all of them alike."""
+    for fn in variants.values():
+        fn()  # warm-up: allocations, kernel choice
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            end = time.perf_counter() + budget
+            while True:
+                begin = time.perf_counter()
+                fn()
+                samples[name].append(time.perf_counter() - begin)
+                if begin + samples[name][-1] >= end:
+                    break
+    return {name: statistics.median(times) for name, times in samples.items()}
+
+
+def _in_fp32(model: torch.nn.Module, fn: Callable[[], Any]) -> Callable[[], Any]:
+    def run() -> Any:
+        with export.fp32_encoders(model):
+            return fn()
+
+    return run
 
 
 def _state_parts(state: Any) -> tuple[torch.Tensor, ...]:
@@ -163,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train", metavar="DIR", help="train (or reuse) one short real-data run per task in DIR")
     parser.add_argument("--threads", type=int, default=2, help="torch and onnxruntime threads (default 2)")
     parser.add_argument("--no-speed", action="store_true", help="compare outputs only")
+    parser.add_argument("--limit", type=int, default=0, help="compare on the first N validation rows (0 = all)")
     parser.add_argument("--json", help="also write the numbers here")
     args = parser.parse_args(argv)
     runs = [Path(m) for m in args.models] + (train_short_runs(Path(args.train)) if args.train else [])
@@ -176,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         task = config["task"]
         bench = load_benchmark(config["source"]["benchmark"])
         ds = load_split(bench.mirror or bench.hub_id, "validation")
+        ds = ds.select(range(min(args.limit, len(ds)))) if args.limit else ds
         columns = {role: list(ds[col]) for role, col in bench.columns.items()}
         with tempfile.TemporaryDirectory() as folder:
             export.export_onnx(run, folder)
@@ -183,9 +201,8 @@ def main(argv: list[str] | None = None) -> int:
             with torch.no_grad():
                 with export.fp32_encoders(pt.model):
                     diffs, speed = compare(task, pt, ox, columns)
-                    fp32 = {} if args.no_speed else {n: _median_seconds(f) for n, (f, _) in speed.items()}
                 timing = {} if args.no_speed else {
-                    n: {"pytorch": _median_seconds(f), "pytorch_fp32": fp32[n], "onnxruntime": _median_seconds(g)}
+                    n: _timings({"pytorch": f, "pytorch_fp32": _in_fp32(pt.model, f), "onnxruntime": g})
                     for n, (f, g) in speed.items()}
         print(f"\n{task} ({bench.name} validation, {len(ds)} rows; {run}):")
         for name, value in diffs.items():
