@@ -47,7 +47,7 @@ def run_folder(model: str | Path) -> Path:
     try:
         return Path(snapshot_download(str(model), library_name="seqnlp", library_version=__version__))
     except LocalEntryNotFoundError:
-        where = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "the hub could not be reached"
+        where = "HF_HUB_OFFLINE is set" if constants.is_offline_mode() else "the hub could not be reached"
         raise SeqnlpError(f"{model} is neither a local folder nor in the Hugging Face cache ({constants.HF_HUB_CACHE}) "
                           f"and {where}; download it once with network, or pass a run folder") from None
     except RepositoryNotFoundError:

@@ -6,8 +6,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,8 +14,6 @@ from huggingface_hub import ModelCard
 
 from seqnlp.tasks import runner, spec
 from test_tasks_contract import COMMON, FIXTURES, TINY
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -91,33 +87,27 @@ def _cache_repo(cache: Path, repo_id: str, folder: Path) -> None:
     (repo / "refs" / "main").write_text(commit)
 
 
-def test_load_a_repo_id_from_the_hub_cache_offline(runs: dict[str, Path], tmp_path: Path) -> None:
-    cache, empty, work = tmp_path / "hub", tmp_path / "empty", tmp_path / "work"
-    _cache_repo(cache, "someone/tiny-sentiment", runs["sentiment"])
-    empty.mkdir()
-    shutil.copytree(runs["sentiment"], work / "someone" / "tiny-sentiment")  # a local folder named as the repo
-    script = f"""
-import json, os, seqnlp
-from seqnlp import SeqnlpError
-out = {{"hub": seqnlp.load("someone/tiny-sentiment").predict(["a great film"])[0]["probabilities"],
-       "folder": str(seqnlp.run_folder("someone/tiny-sentiment"))}}
-try:
-    seqnlp.load("someone/not-cached")
-except SeqnlpError as err:
-    out["missing"] = str(err)
-os.chdir({str(work)!r})
-out["local"] = str(seqnlp.run_folder("someone/tiny-sentiment"))
-print(json.dumps(out))
-"""
-    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", script], cwd=empty, env=env, capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0, done.stderr
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+def test_load_a_repo_id_from_the_hub_cache_offline(runs: dict[str, Path], tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from huggingface_hub import constants
+
     import seqnlp
 
-    assert out["hub"] == pytest.approx(seqnlp.load(runs["sentiment"]).predict(["a great film"])[0]["probabilities"])
-    assert Path(out["folder"]).parent == cache / "models--someone--tiny-sentiment" / "snapshots"
-    assert out["local"] == str(Path("someone") / "tiny-sentiment")  # a local path always wins over the hub
-    assert "someone/not-cached is neither a local folder nor in the Hugging Face cache" in out["missing"]
-    assert "HF_HUB_OFFLINE is set" in out["missing"] and "\n" not in out["missing"]
+    cache, work = tmp_path / "hub", tmp_path / "work"
+    _cache_repo(cache, "someone/tiny-sentiment", runs["sentiment"])
+    work.mkdir()
+    # what HF_HUB_CACHE=... HF_HUB_OFFLINE=1 set when huggingface_hub is imported (it reads them then)
+    for name, value in (("HF_HUB_CACHE", str(cache)), ("HF_HUB_OFFLINE", True)):
+        monkeypatch.setenv(name, str(value))
+        monkeypatch.setattr(constants, name, value)
+    monkeypatch.chdir(work)
+    expected = seqnlp.load(runs["sentiment"]).predict(["a great film"])
+    assert seqnlp.load("someone/tiny-sentiment").predict(["a great film"]) == expected
+    assert seqnlp.run_folder("someone/tiny-sentiment").parent == cache / "models--someone--tiny-sentiment" / "snapshots"
+    with pytest.raises(seqnlp.SeqnlpError) as err:
+        seqnlp.load("someone/not-cached")
+    message = str(err.value)
+    assert "someone/not-cached is neither a local folder nor in the Hugging Face cache" in message
+    assert "HF_HUB_OFFLINE is set" in message and "\n" not in message
+    shutil.copytree(runs["sentiment"], work / "someone" / "tiny-sentiment")  # a local folder named as the repo
+    assert seqnlp.run_folder("someone/tiny-sentiment") == Path("someone") / "tiny-sentiment"  # the local path wins
