@@ -38,14 +38,15 @@ class CRF(nn.Module):
         self.register_buffer("penalty", penalty, persistent=False)
         self.register_buffer("start_penalty", start_penalty, persistent=False)
 
-    def _scores(self) -> tuple[Tensor, Tensor, Tensor]:
+    def scores(self) -> tuple[Tensor, Tensor, Tensor]:
+        """(transitions (C, C), start (C,), end (C,)) with the forbidden moves at NEG: what `viterbi` takes."""
         return (self.transitions + self.penalty,  # (C, C)
                 self.start + self.start_penalty,  # (C,)
                 self.end)  # (C,)
 
     def log_partition(self, emissions: Tensor, mask: Tensor) -> Tensor:
         """(B,) log Z of each row: the forward algorithm, vectorised over the batch."""
-        trans, start, end = self._scores()
+        trans, start, end = self.scores()
         alpha = start + emissions[:, 0]  # (B, C)
         for t in range(1, emissions.shape[1]):
             step = torch.logsumexp(alpha.unsqueeze(2) + trans, dim=1) + emissions[:, t]  # (B, C)
@@ -54,7 +55,7 @@ class CRF(nn.Module):
 
     def gold_score(self, emissions: Tensor, tags: Tensor, mask: Tensor, lengths: Tensor) -> Tensor:
         """(B,) score of the given tag paths (tags at padded positions are ignored)."""
-        trans, start, end = self._scores()
+        trans, start, end = self.scores()
         tags = tags.clamp(min=0)  # (B, T): padding -100 → 0, masked out below
         maskf = mask.to(emissions.dtype)  # (B, T)
         emit = emissions.gather(2, tags.unsqueeze(2)).squeeze(2)  # (B, T)
@@ -68,22 +69,27 @@ class CRF(nn.Module):
         emissions = emissions.float()  # (B, T, C)
         return self.log_partition(emissions, mask) - self.gold_score(emissions, tags, mask, lengths)  # (B,)
 
-    @torch.no_grad()
     def viterbi(self, emissions: Tensor, mask: Tensor, lengths: Tensor) -> Tensor:
         """(B, T) best tag paths (entries past each row's length are meaningless)."""
-        trans, start, end = self._scores()
-        emissions = emissions.float()  # (B, T, C)
-        batch, time, tags = emissions.shape
-        score = start + emissions[:, 0]  # (B, C)
-        identity = torch.arange(tags, device=emissions.device).expand(batch, tags)  # (B, C)
-        pointers = []
-        for t in range(1, time):
-            best, arg = (score.unsqueeze(2) + trans).max(dim=1)  # (B, C), (B, C)
-            real = mask[:, t : t + 1]  # (B, 1)
-            score = torch.where(real, best + emissions[:, t], score)  # (B, C)
-            pointers.append(torch.where(real, arg, identity))  # (B, C): padded steps point to themselves
-        path = torch.empty(batch, time, dtype=torch.long, device=emissions.device)  # (B, T)
-        path[:, -1] = (score + end).argmax(dim=1)  # (B,)
-        for t in range(time - 1, 0, -1):
-            path[:, t - 1] = pointers[t - 1].gather(1, path[:, t : t + 1]).squeeze(1)  # (B,)
-        return path
+        return viterbi(emissions, mask, *self.scores())
+
+
+@torch.no_grad()
+def viterbi(emissions: Tensor, mask: Tensor, trans: Tensor, start: Tensor, end: Tensor) -> Tensor:
+    """(B, T) best tag paths of emissions (B, T, C) under transition scores (C, C), start (C,) and end (C,)
+    (entries past each row's length are meaningless)."""
+    emissions = emissions.float()  # (B, T, C)
+    batch, time, tags = emissions.shape
+    score = start + emissions[:, 0]  # (B, C)
+    identity = torch.arange(tags, device=emissions.device).expand(batch, tags)  # (B, C)
+    pointers = []
+    for t in range(1, time):
+        best, arg = (score.unsqueeze(2) + trans).max(dim=1)  # (B, C), (B, C)
+        real = mask[:, t : t + 1]  # (B, 1)
+        score = torch.where(real, best + emissions[:, t], score)  # (B, C)
+        pointers.append(torch.where(real, arg, identity))  # (B, C): padded steps point to themselves
+    path = torch.empty(batch, time, dtype=torch.long, device=emissions.device)  # (B, T)
+    path[:, -1] = (score + end).argmax(dim=1)  # (B,)
+    for t in range(time - 1, 0, -1):
+        path[:, t - 1] = pointers[t - 1].gather(1, path[:, t : t + 1]).squeeze(1)  # (B,)
+    return path

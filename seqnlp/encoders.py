@@ -77,7 +77,7 @@ def check_lengths(lengths: Tensor, batch: int, time: int) -> None:
         raise SeqnlpError(f"lengths must have shape ({batch},), got {tuple(lengths.shape)}; pass one length per row")
     if lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
         raise SeqnlpError(f"lengths must be an integer tensor, got {lengths.dtype}; use torch.long")
-    if batch == 0:
+    if batch == 0 or torch.onnx.is_in_onnx_export():  # an exported graph checks nothing about its example
         return
     shortest, longest = int(lengths.min()), int(lengths.max())
     if shortest < 1:
@@ -328,18 +328,21 @@ class RNNEncoder(nn.Module):
         if x.dim() != 3 or x.shape[2] != self.input_size:
             raise SeqnlpError(f"expected input of shape (B, T, {self.input_size}), got {tuple(x.shape)}")
         batch, time, _ = x.shape
+        # An ONNX graph must not bake in this batch's lengths: under export it runs all T steps in fp32,
+        # with the hold column always on (the same function of the inputs, only without the shortcuts).
+        exporting = torch.onnx.is_in_onnx_export()
         check_lengths(lengths, batch, time)
         lengths = lengths.to(device=x.device, dtype=torch.long)
         state = self._check_state(state, batch)
-        bf16 = self.uses_bf16(x.device)
+        bf16 = self.uses_bf16(x.device) and not exporting
         # Steps after the longest row only hold padding: skip them and pad the outputs back at the end.
-        steps = int(lengths.max())
+        steps = time if exporting else int(lengths.max())
         x = x[:, :steps].float()  # (B, T', E)
         real = torch.arange(steps, device=x.device) < lengths.unsqueeze(1)  # (B, T')
         rows = torch.arange(batch, device=x.device)  # (B,)
         last = lengths - 1  # (B,)
         # The hold column is only needed where some row is shorter than T' and c must survive its padding.
-        padded = bool((lengths < steps).any())  # some row is shorter than T'
+        padded = exporting or bool((lengths < steps).any())  # some row is shorter than T'
         needs_hold = self.cell == "lstm" and padded
         hold = (~real).unsqueeze(2).float() if needs_hold else None  # (B, T', 1)
         # A bidirectional LSTM from a zero state runs both directions in one kernel call (no reversals).

@@ -23,14 +23,16 @@ class Kind:
     metrics: tuple[str, ...]  # metrics its scorer computes; the first is the default primary one
     carve_unit: str = "row"  # what a validation/test part carved from train is made of (row | character)
     carve_fraction: float = 0.1  # the share of train such a part takes, unless --validation/test-fraction say
+    pipeline: str = ""  # the Hugging Face hub's pipeline tag for models of this kind (their model cards)
 
 
 KINDS: dict[str, Kind] = {
-    "sentiment": Kind(("text", "label"), ("accuracy", "macro_f1")),
+    "sentiment": Kind(("text", "label"), ("accuracy", "macro_f1"), pipeline="text-classification"),
     "generation": Kind(("text",), ("nats_per_char", "bits_per_char", "perplexity"), carve_unit="character",
-                       carve_fraction=0.05),
-    "translation": Kind(("source", "target"), ("bleu", "chrf", "perplexity")),
-    "tagging": Kind(("tokens", "tags"), ("f1", "precision", "recall", "token_accuracy")),
+                       carve_fraction=0.05, pipeline="text-generation"),
+    "translation": Kind(("source", "target"), ("bleu", "chrf", "perplexity"), pipeline="translation"),
+    "tagging": Kind(("tokens", "tags"), ("f1", "precision", "recall", "token_accuracy"),
+                    pipeline="token-classification"),
 }
 
 

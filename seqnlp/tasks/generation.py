@@ -180,6 +180,17 @@ class CharRNN(nn.Module):
             outputs = self.projection(outputs)  # (B, T, E)
         return self.head(outputs), state  # (B, T, V)
 
+    def step(self, tokens: Tensor, state: State | None) -> tuple[Tensor, State]:
+        """One character per row: tokens (N,) and a state (None = zeros) → fp32 logits (N, V) and the new state.
+
+        `RNNEncoder.step` (the fused kernel, fp32, without oneDNN), then the output layer.
+        """
+        out, state = self.encoder.step(self.embedding(tokens), state)  # (N, H)
+        with torch.autocast(device_type=out.device.type, enabled=False):
+            if self.projection is not None:
+                out = self.projection(out)  # (N, E)
+            return self.head(out).float(), state  # (N, V)
+
     def _carried(self, index: Tensor) -> State | None:
         """The carried state when every row of this window starts where a carried row ended, else None (zero
         state). Under torchrun a process's rows are some of the carried ones, found by their positions."""
@@ -333,10 +344,7 @@ def lm_scores(total_nll: float, count: int) -> list[Score]:
 # ====================================================================== sampling
 
 class _StepDecoder:
-    """`seqnlp.decoding.Decoder` over a CharRNN: one character per step, special tokens never produced.
-
-    A step is `RNNEncoder.step` (the fused kernel, fp32, without oneDNN), then the output layer.
-    """
+    """`seqnlp.decoding.Decoder` over a CharRNN (`step`): one character per step, special tokens never produced."""
 
     def __init__(self, model: CharRNN, banned: Sequence[int], run_dir: str | Path = "memory") -> None:
         self.model = model
@@ -344,11 +352,8 @@ class _StepDecoder:
         self.banned = torch.tensor(list(banned), dtype=torch.long)  # (S,)
 
     def step(self, tokens: Tensor, state: State | None) -> tuple[Tensor, State]:
-        out, state = self.model.encoder.step(self.model.embedding(tokens), state)  # (N, H)
-        with torch.autocast(device_type=out.device.type, enabled=False):
-            if self.model.projection is not None:
-                out = self.model.projection(out)  # (N, E)
-            logits = check_finite(self.model.head(out).float(), f"the model in {self.run_dir}")  # (N, V)
+        logits, state = self.model.step(tokens, state)  # (N, V)
+        logits = check_finite(logits, f"the model in {self.run_dir}")
         logits[:, self.banned.to(logits.device)] = float("-inf")
         return logits, state
 
@@ -469,6 +474,50 @@ class CharLM:
             probs = filter_logits(logits, temperature, top_k, top_p).softmax(-1)[0]  # (V,)
         return {self._chars[i]: float(p) for i, p in enumerate(probs.tolist()) if p > 0 and self._chars[i]}
 
+    def onnx_parts(self) -> dict[str, dict[str, Any]]:
+        """What seqnlp.export writes: "step", tokens (N,) and the state (h, and c for an LSTM: (L, N, H) each) →
+        logits (N, V) and the new state (h_out[, c_out])."""
+        config = self.model.config
+        names = ["h", "c"] if config.cell == "lstm" else ["h"]
+        state = tuple(torch.randn(config.layers, 3, config.hidden_size) for _ in names)  # (L, N, H) each
+        tokens = torch.tensor([self.tokenizer.bos_id, self.tokenizer.unk_id, self.tokenizer.bos_id])  # (N,)
+
+        def step(tokens: Tensor, *state: Tensor) -> tuple[Tensor, ...]:
+            logits, new = self.model.step(tokens, state if len(state) == 2 else state[0])
+            return (logits, *(new if isinstance(new, tuple) else (new,)))
+
+        return {"step": {"module": step, "inputs": {"tokens": tokens, **dict(zip(names, state))},
+                         "outputs": ["logits", *(f"{n}_out" for n in names)],
+                         "axes": {"tokens": {0: "rows"}, "logits": {0: "rows"},
+                                  **{n + s: {1: "rows"} for n in names for s in ("", "_out")}}}}
+
+
+class _OnnxCharRNN(nn.Module):
+    """An exported "step" in the place of CharLM's model: `step` runs it, `run` steps through each character."""
+
+    def __init__(self, part: Callable[..., tuple[Tensor, ...]], config: ModelConfig, pad_id: int) -> None:
+        super().__init__()
+        self.part, self.config, self.pad_id = part, config, pad_id
+
+    def step(self, tokens: Tensor, state: State | None) -> tuple[Tensor, State]:
+        if state is None:
+            zeros = torch.zeros(self.config.layers, tokens.shape[0], self.config.hidden_size)  # (L, N, H)
+            state = (zeros, zeros) if self.config.cell == "lstm" else zeros
+        logits, *new = self.part(tokens, *(state if isinstance(state, tuple) else (state,)))  # (N, V)
+        return logits, (tuple(new) if len(new) == 2 else new[0])
+
+    def run(self, ids: Tensor, lengths: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """ids (B, T), lengths (B,) → logits (B, T, V) and each row's state after its own last character."""
+        logits = []
+        for t in range(ids.shape[1]):
+            out, new = self.step(ids[:, t], state)  # (B, V)
+            real = (lengths > t)[None, :, None]  # (1, B, 1): rows past their length keep their state
+            state = new if state is None else (
+                tuple(torch.where(real, n, o) for n, o in zip(new, state)) if isinstance(new, tuple)
+                else torch.where(real, new, state))
+            logits.append(out)
+        return torch.stack(logits, dim=1), state  # (B, T, V)
+
 
 # ====================================================================== the recipe
 
@@ -535,6 +584,13 @@ def _load(run_dir: Path, settings: dict[str, Any], device: str) -> CharLM:
     return CharLM(model, tokenizer, device=device, precision=precision, run_dir=run_dir)
 
 
+def _from_onnx(folder: Path, settings: dict[str, Any], parts: dict[str, Any]) -> CharLM:
+    """A CharLM over an ONNX export of a run (seqnlp.export.load_onnx): generate, log_prob and score step by step."""
+    tokenizer = Tokenizer.load(folder / TOKENIZER_FILE)
+    return CharLM(_OnnxCharRNN(parts["step"], settings["model"], tokenizer.pad_id), tokenizer, precision="fp32",
+                  run_dir=folder)
+
+
 def describe(settings: dict[str, Any]) -> str:
     """The model's name in results, e.g. '2xlstm 128/512 char'."""
     config: ModelConfig = settings["model"]
@@ -589,7 +645,7 @@ SPEC = TaskSpec(
                        "minutes) and score it in nats/char.",
     sections={"model": ModelConfig, "data": DataConfig}, default_benchmark="tiny_shakespeare",
     train_defaults=TRAIN_DEFAULTS, presets={}, metric="nats_per_char", higher_is_better=False, prepare=prepare,
-    load=_load, score=scoring.language_model, describe=describe, baseline=baselines.fit_char_ngram,
+    load=_load, score=scoring.language_model, describe=describe, baseline=baselines.fit_char_ngram, onnx=_from_onnx,
     usage=('{module} generate --model {run} --prime "ROMEO:" --length 500',),
     commands=COMMANDS,
 )

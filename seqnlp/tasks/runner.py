@@ -40,14 +40,14 @@ from typing import Any, NoReturn
 import torch
 from torch import nn
 
-from seqnlp import __version__, distributed, scoring
+from seqnlp import __version__, card, distributed, run_folder, scoring
 from seqnlp.benchmark import Benchmark, load_benchmark
 from seqnlp.config import add_flags, flag_name, opt, resolve, to_dict
 from seqnlp.data import available_splits, check_columns, mirror_name
 from seqnlp.device import use_bf16
 from seqnlp.errors import SeqnlpError, cli_main
 from seqnlp.io import atomic_write_json, read_json
-from seqnlp.results import build_result, check_results_path, write_result
+from seqnlp.results import build_result, check_results_path, hardware, write_result
 from seqnlp.summary import count_parameters, summary
 from seqnlp.tasks import kind, spec
 from seqnlp.tokenization import Tokenizer
@@ -140,6 +140,9 @@ class TaskSpec:
     # Extra evaluate flags that set up the predictor (e.g. --beam): (add them, apply them to a predictor).
     evaluate_options: tuple[Callable[[argparse.ArgumentParser], None], Callable[[Any, argparse.Namespace], None]] | None = None
     report: Callable[[scoring.Evaluation, Path | None], None] | None = None  # extra output (a picture)
+    # (ONNX folder, settings, {part name: callable over tensors}) → the predictor over its exported parts, whose
+    # torch predictor names them in `onnx_parts()` (seqnlp.export).
+    onnx: Callable[[Path, dict[str, Any], dict[str, Callable[..., Any]]], Any] | None = None
 
 
 # ====================================================================== where the data comes from
@@ -365,6 +368,7 @@ def train(task_spec: TaskSpec, args: argparse.Namespace) -> int:
     predictor = task_spec.load(run_dir, settings_of(task_spec, config, str(run_dir / CONFIG_FILE)), str(device))
     evaluation = scoring.score(predictor, bench, "test")
     _finish_scoring(task_spec, evaluation, run_dir, {"validation": result.best_metrics, "best_step": result.best_step})
+    card.write_card(run_dir, task_spec, settings, count_parameters(prepared.model)[0], hardware())
     train_seconds = result.train_seconds + prepared.pretrain_seconds
     print(f"training: {result.steps} steps, {result.epochs:g} epochs in {train_seconds / 60:.1f} min "
           f"({result.stopped}), {result.tokens_per_second:,.0f} tokens/s; best validation {task_spec.metric} "
@@ -427,6 +431,8 @@ def evaluate(task_spec: TaskSpec, args: argparse.Namespace) -> int:
     elif args.output:
         folder.mkdir(parents=True, exist_ok=True)
     _finish_scoring(task_spec, evaluation, folder)
+    if folder == run_dir:  # the model card shows the run folder's evaluations
+        card.write_card(run_dir, task_spec, settings, count_parameters(predictor.model)[0])
     if args.results:
         _write_results(args.results, task_spec, evaluation, getattr(predictor, "model", nn.Module()), config,
                        None, None, settings["train"].seed, {"model_dir": str(run_dir), **evaluation.details})
@@ -512,6 +518,6 @@ def _main(task_spec: TaskSpec, argv: list[str]) -> int:
 
 
 def load_run_of(task_spec: TaskSpec, run_dir: str | Path, device: str = "cpu") -> Any:
-    """Load a run folder of this task as its predictor (a one-line error for another task's run)."""
-    run, config = read_config(run_dir, task_spec.name)
+    """Load a run folder (or hub repo id) of this task as its predictor (a one-line error for another task's run)."""
+    run, config = read_config(run_folder(run_dir), task_spec.name)
     return task_spec.load(run, settings_of(task_spec, config, str(run / CONFIG_FILE)), device)

@@ -392,6 +392,26 @@ class SentimentPredictor:
         probs = self.probabilities(texts)  # (N, C)
         return [self.labels[i] for i in probs.argmax(1).tolist()]
 
+    def onnx_parts(self) -> dict[str, dict[str, Any]]:
+        """What seqnlp.export writes: "classifier", ids (B, T) and lengths (B,) → logits (B, C)."""
+        ids, lengths = pad(encode_texts(self.tokenizer, ["an example to trace", "a film"], self.model.config),
+                           self.tokenizer.pad_id)  # (B, T), (B,): one row padded
+        return {"classifier": {"module": lambda ids, lengths: self.model(Batch(ids=ids, lengths=lengths)).logits,
+                               "inputs": {"ids": ids, "lengths": lengths}, "outputs": ["logits"],
+                               "axes": {"ids": {0: "batch", 1: "length"}, "lengths": {0: "batch"},
+                                        "logits": {0: "batch"}}}}
+
+
+class _OnnxClassifier(nn.Module):
+    """An exported "classifier" in the place of SentimentPredictor's model: forward(batch) -> Output(logits)."""
+
+    def __init__(self, part: Callable[..., tuple[torch.Tensor, ...]], config: ModelConfig) -> None:
+        super().__init__()
+        self.part, self.config = part, config
+
+    def forward(self, batch: Batch) -> Output:
+        return Output(self.part(batch.ids, batch.lengths)[0])  # (B, C)
+
 
 # ====================================================================== the recipe
 
@@ -447,6 +467,13 @@ def _load(run_dir: Path, settings: dict[str, Any], device: str) -> SentimentPred
                               run_dir=run_dir)
 
 
+def _from_onnx(folder: Path, settings: dict[str, Any], parts: dict[str, Any]) -> SentimentPredictor:
+    """A SentimentPredictor over an ONNX export of a run (seqnlp.export.load_onnx)."""
+    return SentimentPredictor(_OnnxClassifier(parts["classifier"], settings["model"]),
+                              Tokenizer.load(folder / TOKENIZER_FILE), settings["labels"], precision="fp32",
+                              run_dir=folder)
+
+
 def describe(settings: dict[str, Any]) -> str:
     """The model's name in results, e.g. '1xbi-lstm 128/128 max-pool word'."""
     config: ModelConfig = settings["model"]
@@ -499,7 +526,7 @@ SPEC = TaskSpec(
     name=TASK, summary="Train a text classifier (default: bi-LSTM on IMDB) and score it.",
     sections={"model": ModelConfig}, default_benchmark="imdb", train_defaults=TRAIN_DEFAULTS, presets=PRESETS,
     metric="accuracy", higher_is_better=True, prepare=prepare, load=_load, score=scoring.classification,
-    describe=describe, baseline=baselines.fit_tfidf, report=report,
+    describe=describe, baseline=baselines.fit_tfidf, report=report, onnx=_from_onnx,
     usage=('{module} predict --model {run} "a great film" "a dull film"',),
     commands=COMMANDS,
 )

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from seqnlp import baselines, distributed, scoring
 from seqnlp.config import opt
-from seqnlp.crf import CRF
+from seqnlp.crf import CRF, viterbi
 from seqnlp.data import Batch, BucketBatchSampler, check_texts, deal, pad
 from seqnlp.device import resolve_device
 from seqnlp.encoders import CELLS, Dropout, RNNEncoder
@@ -229,6 +229,34 @@ class EntityTagger:
                                "end": p[j - 1][1][1]} for kind, i, j in spans(row)]}
                 for text, p, row in zip(texts, pieces, tags)]
 
+    def onnx_parts(self) -> dict[str, dict[str, Any]]:
+        """What seqnlp.export writes: "tagger", ids (B, T), chars (B, T, W) and lengths (B,) → scores (B, T, C), with a
+        CRF head also its transitions (C, C), start (C,) and end (C,) scores (Viterbi stays in Python)."""
+        batch = self.encoder.batch([["Ana", "vive", "en", "Lima", "."], ["Hola"]])  # one row padded
+
+        def tagger(ids: Tensor, chars: Tensor, lengths: Tensor) -> Any:
+            scores = self.model(TaggedBatch(ids=ids, lengths=lengths, chars=chars)).logits  # (B, T, C)
+            return scores if self.model.crf is None else (scores, *self.model.crf.scores())
+
+        return {"tagger": {"module": tagger, "inputs": {"ids": batch.ids, "chars": batch.chars, "lengths": batch.lengths},
+                           "outputs": ["scores", *(["transitions", "start", "end"] if self.model.crf is not None else [])],
+                           "axes": {"ids": {0: "batch", 1: "length"}, "chars": {0: "batch", 1: "length", 2: "characters"},
+                                    "lengths": {0: "batch"}, "scores": {0: "batch", 1: "length"}}}}
+
+
+class _OnnxTagger(nn.Module):
+    """An exported "tagger" in the place of EntityTagger's model: `decode` runs it, then Viterbi (or argmax)."""
+
+    def __init__(self, part: Callable[..., tuple[Tensor, ...]]) -> None:
+        super().__init__()
+        self.part = part
+
+    def decode(self, batch: TaggedBatch, what: str = "the tagger") -> list[list[int]]:
+        scores, *crf = self.part(batch.ids, batch.chars, batch.lengths)  # (B, T, C), CRF scores
+        scores = check_finite(scores, what)
+        path = viterbi(scores, batch.mask, *crf) if crf else scores.argmax(2)  # (B, T)
+        return [row[:n] for row, n in zip(path.tolist(), batch.lengths.tolist())]
+
 
 # ====================================================================== the recipe
 
@@ -289,6 +317,11 @@ def _load(run_dir: Path, settings: dict[str, Any], device: str) -> EntityTagger:
     return EntityTagger(model, encoder, device, run_dir)
 
 
+def _from_onnx(folder: Path, settings: dict[str, Any], parts: dict[str, Any]) -> EntityTagger:
+    """An EntityTagger over an ONNX export of a run (seqnlp.export.load_onnx)."""
+    return EntityTagger(_OnnxTagger(parts["tagger"]), _read_encoder(folder, settings["model"]), run_dir=folder)
+
+
 def describe(settings: dict[str, Any]) -> str:
     """The model's name in results, e.g. '1xbi-lstm 200 + char-cnn 50, crf'."""
     c: ModelConfig = settings["model"]
@@ -315,7 +348,7 @@ SPEC = TaskSpec(
     name=TASK, summary="Train a named-entity tagger (default: bi-LSTM + character CNN + CRF on CoNLL-2002 Spanish).",
     sections={"model": ModelConfig}, default_benchmark="conll2002_es", train_defaults=TRAIN_DEFAULTS, presets={},
     metric="f1", higher_is_better=True, prepare=prepare, load=_load, score=scoring.tagging, describe=describe,
-    baseline=baselines.fit_feature_crf, usage=('{module} predict --model {run} "El presidente visitó Madrid."',),
+    baseline=baselines.fit_feature_crf, onnx=_from_onnx, usage=('{module} predict --model {run} "El presidente visitó Madrid."',),
     commands={"predict": Command("Tag texts given as arguments, or one per line on stdin.", _predict_arguments,
                                  _predict)},
 )

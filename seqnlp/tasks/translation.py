@@ -270,7 +270,7 @@ class Seq2Seq(nn.Module):
         gold = batch.target_ids[:, 1:]  # (B, U)
         total = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), gold.reshape(-1), ignore_index=PAD,
                                 reduction="sum")
-        return float(total), (gold != PAD).sum()
+        return float(total), int((gold != PAD).sum())
 
     # ------------------------------------------------------------------ decoding (seqnlp.decoding protocol)
     def start(self, ids: Tensor, lengths: Tensor) -> tuple:
@@ -297,7 +297,8 @@ class Seq2Seq(nn.Module):
             x = torch.cat([x, feed], dim=-1)  # (N, 1, 2E)
         out, hidden = self.rnn(x, hidden)  # (N, 1, H)
         n, k = memory.size(0), tokens.size(0) // max(memory.size(0), 1)
-        if n * k == tokens.size(0) and torch.equal(rows, torch.arange(n, device=rows.device).repeat_interleave(k)):
+        grouped = not torch.onnx.is_in_onnx_export()  # an exported step must not bake in the example's row layout
+        if grouped and n * k == tokens.size(0) and torch.equal(rows, torch.arange(n, device=rows.device).repeat_interleave(k)):
             # Rows come in groups of k per source (beam search keeps each beam within its source): attend
             # with the k rows as k query steps of their source, without copying the memory per row.
             attentional, weights = self._attend(out.reshape(n, k, -1), keys, memory, mask)  # (n, k, E), (n, k, T)
@@ -489,6 +490,75 @@ class Translator:
         return (pieces(self.source_tokenizer, src_ids), pieces(self.target_tokenizer, [*hyp_ids, EOS]),
                 weights[0].float().cpu().numpy())
 
+    def onnx_parts(self) -> dict[str, dict[str, Any]]:
+        """What seqnlp.export writes: "encoder", ids (B, T) and lengths (B,) → memory (B, T, D), keys (B, T, H), mask
+        (B, T) and the decoder's initial state (h[, c]: (Ld, B, H)); "decoder", one step: tokens (N,), rows (N,: the
+        source row of each decoding row), memory, keys, mask, the state [and the fed attentional vector (N, 1, E)]
+        → logits (N, V) and the new state."""
+        model, lstm = self.model, self.model.config.cell == "lstm"
+        ids, lengths = pad(self.source_tokenizer.encode_batch(["ein Beispiel zum Verfolgen", "ja"]), PAD)  # (B, T), (B,)
+        hidden, feed, _, memory, keys, mask = model.start(ids, lengths)
+        rows = torch.arange(2).repeat_interleave(2)  # (N,): two rows per source, as in a beam
+        hidden = tuple(h[:, rows] for h in hidden) if lstm else hidden[:, rows]  # (Ld, N, H)
+        states = {"h": hidden[0], "c": hidden[1]} if lstm else {"h": hidden}
+        if feed is not None:
+            states["feed"] = feed[rows]  # (N, 1, E)
+
+        def encoder(ids: Tensor, lengths: Tensor) -> tuple[Tensor, ...]:
+            hidden, _, _, memory, keys, mask = model.start(ids, lengths)
+            return memory, keys, mask, *(hidden if lstm else (hidden,))
+
+        def decoder(tokens: Tensor, rows: Tensor, memory: Tensor, keys: Tensor, mask: Tensor, *state: Tensor) -> Any:
+            hidden = (state[0], state[1]) if lstm else state[0]
+            feed = state[-1] if model.config.input_feeding else None
+            logits, (hidden, feed, *_) = model.step(tokens, (hidden, feed, rows, memory, keys, mask))  # (N, V)
+            return logits, *(hidden if lstm else (hidden,)), *(() if feed is None else (feed,))
+
+        source = {"memory": {0: "batch", 1: "length"}, "keys": {0: "batch", 1: "length"}, "mask": {0: "batch", 1: "length"}}
+        state_axes = {n + s: {0 if n == "feed" else 1: "rows"} for n in states for s in ("", "_out")}
+        return {"encoder": {"module": encoder, "inputs": {"ids": ids, "lengths": lengths},
+                            "outputs": ["memory", "keys", "mask", *(n for n in states if n != "feed")],
+                            "axes": {"ids": {0: "batch", 1: "length"}, "lengths": {0: "batch"}, **source,
+                                     **{n: {1: "batch"} for n in states if n != "feed"}}},
+                "decoder": {"module": decoder, "inputs": {"tokens": torch.full((4,), BOS), "rows": rows, "memory": memory,
+                                                          "keys": keys, "mask": mask, **states},
+                            "outputs": ["logits", *(f"{n}_out" for n in states)],
+                            "axes": {"tokens": {0: "rows"}, "rows": {0: "rows"}, "logits": {0: "rows"}, **source,
+                                     **state_axes}}}
+
+
+class _OnnxSeq2Seq(nn.Module):
+    """An exported "encoder" and "decoder" step in the place of Translator's model: greedy and beam search run
+    through `start` / `step` / `reorder`, and teacher-forced scoring (`nll`) one step per target token."""
+
+    reorder = Seq2Seq.reorder  # selects rows of the decoding state; it reads no weights
+
+    def __init__(self, encoder: Callable[..., tuple[Tensor, ...]], decoder: Callable[..., tuple[Tensor, ...]],
+                 config: ModelConfig) -> None:
+        super().__init__()
+        self.encoder, self.decoder, self.config = encoder, decoder, config
+        self.lstm = config.cell == "lstm"
+
+    def start(self, ids: Tensor, lengths: Tensor) -> tuple:
+        memory, keys, mask, *hidden = self.encoder(ids, lengths)  # (B, T, D), (B, T, H), (B, T)
+        feed = memory.new_zeros(ids.size(0), 1, self.config.embedding_size) if self.config.input_feeding else None
+        return tuple(hidden) if self.lstm else hidden[0], feed, torch.arange(ids.size(0)), memory, keys, mask
+
+    def step(self, tokens: Tensor, state: tuple) -> tuple[Tensor, tuple]:
+        hidden, feed, rows, memory, keys, mask = state
+        logits, *out = self.decoder(tokens, rows, memory, keys, mask, *(hidden if self.lstm else (hidden,)),
+                                    *(() if feed is None else (feed,)))  # (N, V)
+        hidden = (out[0], out[1]) if self.lstm else out[0]
+        return logits, (hidden, out[-1] if feed is not None else None, rows, memory, keys, mask)
+
+    def nll(self, batch: Batch) -> tuple[float, int]:
+        """Summed target-token NLL and the number of real target tokens, as `Seq2Seq.nll`, one step at a time."""
+        state, total = self.start(batch.ids, batch.lengths), 0.0
+        for u in range(batch.target_ids.size(1) - 1):
+            logits, state = self.step(batch.target_ids[:, u], state)  # (B, V)
+            total += float(F.cross_entropy(logits.float(), batch.target_ids[:, u + 1], ignore_index=PAD, reduction="sum"))
+        return total, int((batch.target_ids[:, 1:] != PAD).sum())
+
 
 def _tokenizers(run_dir: Path) -> tuple[Tokenizer, Tokenizer]:
     if (run_dir / JOINT_TOKENIZER).exists():
@@ -560,6 +630,13 @@ def _load(run_dir: Path, settings: dict[str, Any], device: str) -> Translator:
                       run_dir)
 
 
+def _from_onnx(folder: Path, settings: dict[str, Any], parts: dict[str, Any]) -> Translator:
+    """A Translator over an ONNX export of a run (seqnlp.export.load_onnx): translate and scoring, not `attention`."""
+    source_tok, target_tok = _tokenizers(folder)
+    return Translator(_OnnxSeq2Seq(parts["encoder"], parts["decoder"], settings["model"]), source_tok, target_tok,
+                      settings["decode"], settings["data"], run_dir=folder)
+
+
 def describe(settings: dict[str, Any]) -> str:
     """The model's name in results, e.g. 'bi-gru 2x512 + multiplicative attention, bpe 8000, beam 5'."""
     m, d = settings["model"], settings["data"]
@@ -623,6 +700,7 @@ SPEC = TaskSpec(
     sections={"model": ModelConfig, "data": DataConfig, "decode": DecodeConfig}, default_benchmark=DEFAULT_BENCHMARK,
     train_defaults=TRAIN_DEFAULTS, presets={}, metric="bleu", higher_is_better=True, prepare=prepare, load=_load,
     score=scoring.translation, describe=describe, baseline=baselines.fit_copy_source, evaluate_options=(_beam_flag, _set_beam),
+    onnx=_from_onnx,
     usage=('{module} translate --model {run} --beam 5 "Ein Hund läuft im Schnee."',
            '{module} attention --model {run} --text "Zwei Männer spielen Fußball." --out attention.png'),
     commands=COMMANDS,
