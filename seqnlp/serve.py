@@ -4,7 +4,7 @@
 
 Endpoints (JSON; errors are {"error": message, "field": name} with a 4xx status):
     GET  /                         the demo page (seqnlp/serve.html)
-    GET  /health                   {"status": "ok", "models": N}
+    GET  /health                   {"status": "ok", "models": N, "batches": {NAME: {"calls", "texts"}}}
     GET  /models, /models/NAME     each model's name, task, operation, benchmark, scores and config
     POST /models/NAME/classify     {"texts": [...]} → {"results": [{"label", "probabilities"}]}
     POST /models/NAME/generate     {"prime", "length", "temperature", "top_k", "top_p", "seed"} → server-sent
@@ -77,6 +77,7 @@ class Batcher:
         self.fn, self.run, self.max_batch, self.max_wait = fn, run, max_batch, max_wait
         self.queue: asyncio.Queue | None = None  # made on first use, in the server's event loop
         self.worker: asyncio.Task | None = None
+        self.calls = self.items = 0  # forward passes made and the items they took (GET /health shows them)
 
     async def __call__(self, items: list[Any], key: Any = None) -> list[Any]:
         if self.worker is None:
@@ -107,8 +108,10 @@ class Batcher:
                 await self._call([r for r in batch if r[1] == key], key)
 
     async def _call(self, requests: list[tuple[list[Any], Any, asyncio.Future]], key: Any) -> None:
+        items = [item for r in requests for item in r[0]]
+        self.calls, self.items = self.calls + 1, self.items + len(items)
         try:
-            results = await self.run(self.fn, [item for r in requests for item in r[0]], key)
+            results = await self.run(self.fn, items, key)
         except SeqnlpError as err:
             if len(requests) > 1:  # find the bad request: each alone
                 for request in requests:
@@ -118,13 +121,13 @@ class Batcher:
         except Exception as err:  # not the request's fault: every request of the call gets a 500
             results = err
         start = 0
-        for items, _, future in requests:
+        for mine, _, future in requests:
             if not future.done():  # done: the client went away
                 if isinstance(results, BaseException):
                     future.set_exception(results)
                 else:
-                    future.set_result(results[start:start + len(items)])
-            start += len(items)
+                    future.set_result(results[start:start + len(mine)])
+            start += len(mine)
 
 
 # ====================================================================== the app
@@ -215,7 +218,8 @@ def create_app(predictors: list[Predictor], config: ServeConfig | None = None) -
         return HTMLResponse(resources.files("seqnlp").joinpath("serve.html").read_text(encoding="utf-8"))
 
     async def health(request: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok", "models": len(models)})
+        return JSONResponse({"status": "ok", "models": len(models), "batches": {
+            name: {"calls": b.calls, "texts": b.items} for name, b in batchers.items() if b is not None}})
 
     async def listing(request: Request) -> JSONResponse:
         return JSONResponse({"models": [p.info() for p in models.values()]})

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("starlette", reason="the serve extra is not installed: pip install 'seqnlp[serve]'")
-import httpx  # noqa: E402
-from starlette.testclient import TestClient  # noqa: E402
-from test_tasks_contract import tiny_runs  # noqa: E402, F401  (the contract test's tiny run of every task)
+import httpx
+from starlette.testclient import TestClient
+from test_tasks_contract import tiny_runs  # noqa: F401  (the contract test's tiny run of every task)
 
-import seqnlp  # noqa: E402
-from seqnlp.predictor import Predictor  # noqa: E402
-from seqnlp.serve import Batcher, ServeConfig, _named, create_app  # noqa: E402
+import seqnlp
+from seqnlp.predictor import Predictor
+from seqnlp.serve import Batcher, ServeConfig, _named, create_app
 
 TEXT = {"classify": "was good acting story wonderful movie", "translate": "a cat sleeps on the sofa",
         "tag": "Ana vive en Lima .", "generate": "to be"}
@@ -98,7 +98,8 @@ def test_model_names_come_from_the_folder_or_name_equals(tiny_runs: dict[str, Pa
 # ====================================================================== the API
 
 def test_api_answers_every_task_as_the_predictor_does(client: TestClient, predictors: dict[str, Predictor]) -> None:
-    assert client.get("/health").json() == {"status": "ok", "models": 4}
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["models"] == 4 and set(health["batches"]) == {"sentiment", "translation", "tagging"}
     listed = {m["name"]: m for m in client.get("/models").json()["models"]}
     assert listed == {p.name: json.loads(json.dumps(p.info())) for p in predictors.values()}
     assert client.get("/models/sentiment").json()["operation"] == "classify"
@@ -230,6 +231,7 @@ def test_concurrent_requests_share_one_forward_pass(predictors: dict[str, Predic
     app = create_app([p], ServeConfig(max_batch=8, max_wait_ms=10_000))
     responses = asyncio.run(_concurrently(app, [{"texts": [t]} for t in texts]))
     assert sizes == [8] and all(r.status_code == 200 for r in responses)
+    assert app.state.batchers["sentiment"].calls == 1 and app.state.batchers["sentiment"].items == 8
     for r, expected in zip(responses, alone):  # each request gets its own text's answer back
         (got,) = r.json()["results"]
         assert got["label"] == expected["label"]
