@@ -80,10 +80,11 @@ class Batcher:
         self.calls = self.items = 0  # forward passes made and the items they took (GET /health shows them)
 
     async def __call__(self, items: list[Any], key: Any = None) -> list[Any]:
-        if self.worker is None:
+        loop = asyncio.get_running_loop()
+        if self.worker is None or self.worker.done() or self.worker.get_loop() is not loop:  # e.g. a new test client
             self.queue = asyncio.Queue()
-            self.worker = asyncio.create_task(self._loop())
-        future = asyncio.get_running_loop().create_future()
+            self.worker = loop.create_task(self._loop())
+        future = loop.create_future()
         self.queue.put_nowait((items, key, future))  # type: ignore[union-attr]
         return await future
 
@@ -99,6 +100,8 @@ class Batcher:
                         queue.get(), deadline - loop.time())
                 except asyncio.TimeoutError:
                     break
+                if request[2].done():  # its client went away: nothing to compute
+                    continue
                 if size + len(request[0]) > self.max_batch:
                     carry = request
                     break

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import threading
 import time
@@ -93,6 +92,19 @@ def test_model_names_come_from_the_folder_or_name_equals(tiny_runs: dict[str, Pa
     p = Predictor.load(tiny_runs["tagging"], name="x")
     with pytest.raises(seqnlp.SeqnlpError, match="two models have the same name"):
         create_app([p, p])
+
+
+def test_the_command_line_refuses_bad_arguments_in_one_line(tiny_runs: dict[str, Path], tmp_path: Path,  # noqa: F811
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from seqnlp.serve import main
+
+    run = str(tiny_runs["sentiment"])
+    for argv, needle in [(["--model", str(tmp_path / "nope")], "does not exist"),
+                         (["--model", run, "--max-batch", "0"], "--max-batch must be at least 1"),
+                         (["--model", run, "--model", run], "two models have the same name")]:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert needle in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
 # ====================================================================== the API
@@ -199,6 +211,11 @@ def test_the_limits_are_options(predictors: dict[str, Predictor]) -> None:
     with TestClient(create_app([predictors["classify"]], ServeConfig(max_texts=100, max_chars=5000))) as c:
         assert c.post(CLS, json={"texts": ["a good film " * 300] * 80}).status_code == 200
         assert c.post(CLS, json={"texts": ["a"] * 101}).status_code == 422
+
+
+def test_an_app_serves_requests_from_one_event_loop_after_another(predictors: dict[str, Predictor]) -> None:
+    c = TestClient(create_app([predictors["classify"]]))  # without `with`, each request runs in a loop of its own
+    assert [c.post(CLS, json={"texts": ["a good film"]}).status_code for _ in range(2)] == [200, 200]
 
 
 # ====================================================================== dynamic batching
@@ -338,7 +355,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 
 
 @pytest.fixture()
-def browser(tmp_path: Path):  # type: ignore[no-untyped-def]
+def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     driver_path = shutil.which("chromedriver")
     if not chromium or not driver_path:
@@ -350,7 +367,7 @@ def browser(tmp_path: Path):  # type: ignore[no-untyped-def]
     options.binary_location = chromium
     for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"]:
         options.add_argument(flag)
-    os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager look for drivers online
+    monkeypatch.setenv("SE_OFFLINE", "true")  # never let Selenium Manager look for drivers online
     driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
     yield driver
     driver.quit()
