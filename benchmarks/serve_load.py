@@ -64,22 +64,24 @@ def free_port() -> int:
 
 
 def start_server(run: str, max_batch: int | None) -> tuple[subprocess.Popen, str]:
+    """`python -m seqnlp.serve` on a free loopback port (not yet ready: see `wait_ready`)."""
     port = free_port()
     command = [sys.executable, "-m", "seqnlp.serve", "--model", f"sst2={run}", "--port", str(port),
                "--log-level", "warning", *(["--max-batch", str(max_batch)] if max_batch else [])]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL), f"http://127.0.0.1:{port}"
+
+
+def wait_ready(proc: subprocess.Popen, url: str, seconds: float = 900) -> None:
+    deadline = time.monotonic() + seconds  # generous: on a loaded machine importing torch alone takes minutes
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            sys.exit(f"error: the server exited with status {proc.returncode}: {' '.join(command)}")
+            raise SystemExit(f"error: the server at {url} exited with status {proc.returncode}")
         try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return proc, url
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return
         except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    sys.exit("error: the server did not answer /health within 180 s")
+            time.sleep(0.5)
+    raise SystemExit(f"error: the server at {url} did not answer /health within {seconds:.0f} s")
 
 
 async def load(url: str, requests: int, clients: int) -> dict[str, float]:
@@ -130,6 +132,8 @@ def main() -> int:
 
     servers = {"batched (default)": start_server(args.model, None), "unbatched (--max-batch 1)": start_server(args.model, 1)}
     try:
+        for proc, url in servers.values():
+            wait_ready(proc, url)
         for _, url in servers.values():
             asyncio.run(load(url, args.warmup, args.clients))
         print(f"CPU: {cpu_model()}; {os.cpu_count()} cores; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; "
@@ -149,7 +153,10 @@ def main() -> int:
     finally:
         for proc, _ in servers.values():
             proc.terminate()
-            proc.wait(10)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
     return 0
 
 
