@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import numbers
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import torch
@@ -136,6 +136,28 @@ def _limits(max_len: int | torch.Tensor, n: int, device: torch.device) -> torch.
     return max_len.to(device=device, dtype=torch.long)  # (N,)
 
 
+def sample_steps(decoder: Decoder, state: State, start: torch.Tensor, max_len: int, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float | None = None, generator: torch.Generator | None = None,
+                 eos_id: int | None = None) -> Iterator[torch.Tensor]:
+    """`sample`, one step at a time: a generator of each step's (N,) tokens as they are drawn (for streaming).
+
+    Nothing runs until the first token is asked for; the same `generator` seed gives the same tokens as `sample`.
+    """
+    check_decoding(temperature=temperature, top_k=top_k, top_p=top_p, length=max_len)
+    tokens = start
+    done = torch.zeros_like(start, dtype=torch.bool)  # (N,)
+    for _ in range(max_len):
+        logits, state = decoder.step(tokens, state)  # (N, V)
+        probs = filter_logits(logits, temperature, top_k, top_p).softmax(-1)  # (N, V)
+        tokens = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(start.device)  # (N,)
+        if eos_id is not None:
+            tokens = tokens.masked_fill(done, eos_id)
+            done |= tokens == eos_id
+        yield tokens
+        if eos_id is not None and bool(done.all()):
+            return
+
+
 def sample(decoder: Decoder, state: State, start: torch.Tensor, max_len: int, temperature: float = 1.0,
            top_k: int | None = None, top_p: float | None = None, generator: torch.Generator | None = None,
            eos_id: int | None = None, on_token: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:
@@ -146,21 +168,11 @@ def sample(decoder: Decoder, state: State, start: torch.Tensor, max_len: int, te
     (for streaming). The same `generator` seed gives the same tokens.
     """
     check_decoding(temperature=temperature, top_k=top_k, top_p=top_p, length=max_len)
-    tokens = start
-    done = torch.zeros_like(start, dtype=torch.bool)  # (N,)
     out: list[torch.Tensor] = []
-    for _ in range(max_len):
-        logits, state = decoder.step(tokens, state)  # (N, V)
-        probs = filter_logits(logits, temperature, top_k, top_p).softmax(-1)  # (N, V)
-        tokens = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(start.device)  # (N,)
-        if eos_id is not None:
-            tokens = tokens.masked_fill(done, eos_id)
-            done |= tokens == eos_id
+    for tokens in sample_steps(decoder, state, start, max_len, temperature, top_k, top_p, generator, eos_id):
         out.append(tokens)
         if on_token is not None:
             on_token(tokens)
-        if eos_id is not None and bool(done.all()):
-            break
     if not out:
         return start.new_zeros((start.size(0), 0))
     return torch.stack(out, dim=1)  # (N, L)

@@ -30,7 +30,8 @@ def test_readme_test_command_is_what_ci_runs():
 
 
 @pytest.mark.parametrize("module", ["seqnlp.tasks.sentiment", "seqnlp.tasks.generation",
-                                    "seqnlp.tasks.translation", "seqnlp.leaderboard", "seqnlp.export"])
+                                    "seqnlp.tasks.translation", "seqnlp.leaderboard", "seqnlp.export",
+                                    "seqnlp.serve"])
 def test_every_documented_module_has_help(module):
     assert f"python -m {module}" in README
     out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120)

@@ -49,7 +49,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -62,7 +62,7 @@ from torch import Tensor, nn
 from seqnlp import baselines, distributed, scoring
 from seqnlp.config import opt
 from seqnlp.data import Batch, carve_characters, check_texts, pad  # noqa: F401  (carve_characters: the carve for --dataset)
-from seqnlp.decoding import check_decoding, filter_logits, greedy, sample
+from seqnlp.decoding import check_decoding, filter_logits, greedy, sample, sample_steps
 from seqnlp.device import autocast, resolve_device, use_bf16
 from seqnlp.encoders import CELLS, LockedDropout, RNNEncoder, State, detach_state, native_kernels
 from seqnlp.errors import SeqnlpError, check_finite
@@ -447,6 +447,22 @@ class CharLM:
                 ids_t = sample(self._decoder, state, start, length, temperature=temperature, top_k=top_k,
                                top_p=top_p, generator=generator, on_token=emit)  # (1, L)
         return prime + "".join(self._chars[i] for i in ids_t[0].tolist())
+
+    @torch.no_grad()
+    def stream(self, prime: str = "", length: int = 500, temperature: float = 1.0, top_k: int | None = None,
+               top_p: float | None = None, seed: int | None = None) -> Iterator[str]:
+        """The characters `generate` samples after `prime`, yielded one by one as they are drawn.
+
+        The same seed gives the same characters as `generate`. Nothing is held between characters (no
+        autocast or kernel switch), so other work may run on the same thread while the stream waits.
+        """
+        check_decoding(temperature, top_k, top_p, length=length)
+        with autocast(self.device, self.bf16):
+            state, start = self._prime_state(prime)
+        generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
+        for tokens in sample_steps(self._decoder, state, start, length, temperature=temperature, top_k=top_k,
+                                   top_p=top_p, generator=generator):  # (1,) each
+            yield self._chars[int(tokens[0])]
 
     @torch.no_grad()
     def nll(self, texts: Sequence[str]) -> tuple[float, int]:

@@ -475,20 +475,34 @@ class Translator:
 
     def attention(self, text: str, beam: int | None = None) -> tuple[list[str], list[str], np.ndarray]:
         """(source tokens, output tokens incl. eos, weights (U, T)) of the translation of one sentence."""
-        hyp_ids = decode_ids(self.model, self._corpus([text]), self.decode_config,
-                             self.decode_config.beam if beam is None else beam, 1, self.device)[0]
-        src_ids = self.source_tokenizer.encode(text)
-        ids = torch.tensor([src_ids], device=self.device)  # (1, T)
-        target = torch.tensor([[BOS, *hyp_ids]], device=self.device)  # (1, U)
+        (row,) = self.translate_with_attention([text], beam, batch_size=1)
+        return row["source_tokens"], row["target_tokens"], row["weights"]
+
+    def translate_with_attention(self, texts: Sequence[str], beam: int | None = None,
+                                 batch_size: int | None = None) -> list[dict[str, Any]]:
+        """Per text: {"translation", "source_tokens", "target_tokens" (incl. eos), "weights" (U, T) array}.
+
+        Decodes the batch as `translate` does, then reads the attention of each output token with one
+        teacher-forced pass over the batch.
+        """
+        beam = self.decode_config.beam if beam is None else beam
+        check_decoding(beam=beam)
+        corpus = self._corpus(texts)
+        hyps = decode_ids(self.model, corpus, self.decode_config, beam, batch_size or self.data_config.eval_batch_size,
+                          self.device, f"the model in {self.run_dir}")
+        ids, lengths = pad(corpus.source_ids, PAD)  # (B, T), (B,)
+        targets, _ = pad([[BOS, *h] for h in hyps], PAD)  # (B, U)
         with torch.no_grad():
-            memory, mask, state = self.model.encode(ids, torch.tensor([len(src_ids)], device=self.device))
-            _, weights = self.model.decode_teacher(target, memory, mask, state)  # (1, U, T)
+            memory, mask, state = self.model.encode(ids.to(self.device), lengths.to(self.device))
+            _, weights = self.model.decode_teacher(targets.to(self.device), memory, mask, state)  # (B, U, T)
+        weights = weights.float().cpu().numpy()
 
         def pieces(tok: Tokenizer, seq: list[int]) -> list[str]:
             return [tok.decode([i], skip_special=False) for i in seq]
 
-        return (pieces(self.source_tokenizer, src_ids), pieces(self.target_tokenizer, [*hyp_ids, EOS]),
-                weights[0].float().cpu().numpy())
+        return [{"translation": text, "source_tokens": pieces(self.source_tokenizer, src),
+                 "target_tokens": pieces(self.target_tokenizer, [*hyp, EOS]), "weights": w[:len(hyp) + 1, :len(src)]}
+                for text, src, hyp, w in zip(self.target_tokenizer.decode_batch(hyps), corpus.source_ids, hyps, weights)]
 
     def onnx_parts(self) -> dict[str, dict[str, Any]]:
         """What seqnlp.export writes: "encoder", ids (B, T) and lengths (B,) → memory (B, T, D), keys (B, T, H), mask
