@@ -7,6 +7,11 @@ make a benchmark is data, in the top-level tasks/tiny_shakespeare.toml.
     python -m seqnlp.tasks.generation --dataset my_book.txt --time-budget 5
     python -m seqnlp.tasks.generation generate --model RUN_DIR --prime "ROMEO:" --length 500 --seed 1
     python -m seqnlp.tasks.generation evaluate --model RUN_DIR [--split test] [--results FILE]
+    python -m seqnlp.tasks.generation --benchmark imdb_lm      # a BPE model of IMDB reviews (starts classifiers)
+
+Word and subword models (--level word|bpe, config.json's "tokens"): the same recipe over tokens, with an adaptive
+softmax as output layer; scored by the same protocol, per character (the text's total NLL over its characters,
+comparable with char models; a word model's <unk> makes it optimistic) and per token (`token_perplexity`).
 
 The recipe, straight through:
 rows of text → char tokenizer trained on the train split → one long id stream, each row preceded by <bos>
@@ -716,14 +721,26 @@ def _generate(args: argparse.Namespace, load_model: Callable[[], CharLM]) -> int
     return 0
 
 
-COMMANDS = {"generate": Command("Sample text from a trained character model, streamed as it is produced.",
+COMMANDS = {"generate": Command("Sample text from a trained language model, streamed as it is produced.",
                               _generate_arguments, _generate)}
+
+# Per-benchmark settings (flags still win). imdb_lm: the language model that starts IMDB's and SST-2's classifiers
+# (python -m seqnlp.tasks.sentiment --recipe pretrained): lowercased byte-level BPE (SST-2 is lowercase), an adaptive
+# softmax over 16k pieces (benchmarks/lm_output.py), one wide LSTM layer (Dai & Le 2015 used one of 1024 units) and
+# light dropout: the budget allows about two passes over the 22M tokens.
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "imdb_lm": {"tokens": {"level": "bpe", "vocab_size": 16000, "lowercase": True},
+                "model": {"layers": 1, "hidden_size": 1024, "embedding_size": 400, "dropout": 0.1,
+                          "embedding_dropout": 0.05, "weight_dropout": 0.1},
+                "data": {"batch_size": 64, "seq_length": 70},
+                "train": {"time_budget": 55.0, "lr": 2e-3, "warmup": 200, "eval_every": 500, "patience": 4}},
+}
 
 SPEC = TaskSpec(
     name=TASK, summary="Train a character language model (default: 2x512 LSTM on Tiny Shakespeare for 25 "
                        "minutes) and score it in nats/char.",
     sections={"model": ModelConfig, "data": DataConfig, "tokens": TokenConfig}, default_benchmark="tiny_shakespeare",
-    train_defaults=TRAIN_DEFAULTS, presets={}, metric="nats_per_char", higher_is_better=False, prepare=prepare,
+    train_defaults=TRAIN_DEFAULTS, presets=PRESETS, metric="nats_per_char", higher_is_better=False, prepare=prepare,
     load=_load, score=scoring.language_model, describe=describe, baseline=baselines.fit_char_ngram,
     usage=('{module} generate --model {run} --prime "ROMEO:" --length 500',),
     commands=COMMANDS,
