@@ -59,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--time", type=int, default=70)
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
+    p.add_argument("--outputs", nargs="+", default=["full", "adaptive"], choices=("full", "adaptive"),
+                   help="the output layers the --models are timed with")
     args = p.parse_args(argv)
     g = torch.Generator().manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; N={args.positions}, E={args.width}")
@@ -91,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         hidden, embedding, layers = (int(v) for v in sizes.split("x"))
         ids = _zipf_targets(args.batch * (args.time + 1), vocab, g).view(args.batch, args.time + 1)  # (B, T+1)
         batch = Batch(ids=ids[:, :-1], lengths=torch.full((args.batch,), args.time), targets=ids[:, 1:])
-        for kind in ("full", "adaptive"):
+        for kind in args.outputs:
             config = ModelConfig(layers=layers, hidden_size=hidden, embedding_size=embedding, dropout=0.1,
                                  embedding_dropout=0.05, weight_dropout=0.1, tie_weights=kind == "full")
             model = CharRNN(config, vocab, args.batch, precision=args.precision, adaptive=kind == "adaptive").train()

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from seqnlp import __version__, scoring
+from seqnlp import checkpoint as ckpt
 from seqnlp.benchmark import Benchmark, load_benchmark
 from seqnlp.config import add_flags, flag_name, opt, resolve, to_dict
 from seqnlp.data import available_splits, check_columns, mirror_name
@@ -49,7 +50,6 @@ from seqnlp.results import build_result, check_results_path, git_commit, write_r
 from seqnlp.summary import count_parameters, summary
 from seqnlp.tasks import kind, spec
 from seqnlp.tokenization import Tokenizer
-from seqnlp import checkpoint as ckpt
 from seqnlp.trainer import TrainConfig, Trainer, check_run_dir, seed_everything
 
 CONFIG_FILE = "config.json"
