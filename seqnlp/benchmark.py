@@ -50,7 +50,7 @@ NOT_BENCHMARKS = ("references",)
 
 _TOP_KEYS = ("name", "version", "task", "description", "dataset", "columns", "metric")
 _DATASET_REQUIRED = ("hub_id", "mirror", "train_split", "validation_split", "test_split")
-_DATASET_OPTIONAL = {"validation_fraction": 0.1, "validation_seed": 0, "validation_unit": "row"}
+_DATASET_OPTIONAL = {"validation_fraction": 0.1, "validation_seed": 0, "validation_unit": "row", "test_fraction": 0.0}
 VALIDATION_UNITS = ("row", "sentence", "character")
 _METRIC_KEYS = ("primary", "higher_is_better", "all")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_]*$")
@@ -249,9 +249,16 @@ def parse_benchmark(raw: dict[str, Any], path: Path | None = None) -> Benchmark:
     ds = _typed(raw["dataset"], dict, "dataset", path)
     _keys(ds, _DATASET_REQUIRED, tuple(_DATASET_OPTIONAL), "dataset", path)
     strings = {k: _typed(ds[k], str, f"dataset.{k}", path) for k in _DATASET_REQUIRED}
+    test_fraction = _typed(ds.get("test_fraction", _DATASET_OPTIONAL["test_fraction"]), float,
+                           "dataset.test_fraction", path)
+    if not 0.0 <= test_fraction < 1.0:
+        raise _fail(path, "dataset.test_fraction", f"must be in [0, 1), not {test_fraction}")
+    if test_fraction and strings["test_split"]:
+        raise _fail(path, "dataset.test_fraction", "carves the scored part from train: set test_split = \"\" too")
     for k in ("hub_id", "train_split", "test_split"):
-        if not strings[k]:
-            raise _fail(path, f"dataset.{k}", "must not be empty")
+        if not strings[k] and not (k == "test_split" and test_fraction):
+            raise _fail(path, f"dataset.{k}", "must not be empty (or carve the scored part with test_fraction)"
+                        if k == "test_split" else "must not be empty")
     fraction = _typed(ds.get("validation_fraction", _DATASET_OPTIONAL["validation_fraction"]), float,
                       "dataset.validation_fraction", path)
     if not 0.0 < fraction < 1.0:
@@ -309,4 +316,5 @@ def parse_benchmark(raw: dict[str, Any], path: Path | None = None) -> Benchmark:
         validation_split=validation, validation_fraction=fraction, validation_seed=seed,
         test_split=strings["test_split"], columns=columns, metric=primary, higher_is_better=higher,
         metrics=list(names), path=path.resolve() if path is not None else None, validation_unit=unit,
+        test_fraction=test_fraction,
     )

@@ -378,11 +378,19 @@ def load_split(source: str, split: str, *, data_dir: str | Path | None = None) -
 
     source: mirror name ("imdb"), hub id ("stanfordnlp/imdb"), a folder of <split>.<ext> files, or one file
         (parquet/csv/tsv/json/jsonl, or .txt → one row {"text": content}); a single file is the "train" split.
+    split: a split name, or several joined by "+" ("train+unsupervised"), read one after another (as the hub's
+        `datasets.load_dataset` reads that spelling).
     data_dir: the mirror folder; defaults to $SEQNLP_DATA_DIR.
     Raises SeqnlpError (one line) for unknown splits, unreadable or non-UTF-8 files, splits without rows, and
     when nothing can be reached.
     """
     kind, where, tried = _where(str(source), data_dir)
+    if "+" in split and kind in ("mirror", "local"):  # "train+unsupervised": the splits one after another
+        parts = [load_split(source, part, data_dir=data_dir) for part in split.split("+")]
+        try:
+            return datasets.concatenate_datasets(parts)
+        except ValueError as err:
+            raise SeqnlpError(f"{source!r}: the splits of {split!r} do not share their columns ({err})") from None
     if kind in ("mirror", "local"):
         folder = Path(where)
         files = _split_files(folder) if kind == "mirror" else _local_splits(folder)

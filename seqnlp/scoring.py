@@ -5,7 +5,8 @@ Each recipe names its `Scorer` (`TaskSpec.score`; the three below), a `predict` 
 
 - sentiment:   `predict(texts) -> list[label name | label id | {"label": ...}]`; optional `labels` (class names);
 - generation:  `log_prob(text) -> total nats` (or `score`); optional `nll(texts) -> (total nats, characters)`,
-               which scores many rows in one batched call;
+               which scores many rows in one batched call (a word or subword model may add the tokens it
+               predicted: (nats, characters, tokens), reported as `token_perplexity`);
 - translation: `translate(texts) -> list[str]` (detokenized); optional `target_nll(sources, targets) ->
                (total nats, target tokens)` for perplexity and `lowercase` (references are then lowercased);
 - tagging:     `predict_tags(token_lists) -> list[list[str]]`, one IOB2 tag per token (an I- that opens an
@@ -195,9 +196,11 @@ def _predict_nll(model: Any, cols: dict[str, list[Any]], features: dict[str, Any
     if not texts:
         raise SeqnlpError(f"benchmark {bench.name}: the scored split holds no text")
     count = sum(len(t) for t in texts)
+    tokens = None
     batched = getattr(model, "nll", None)
     if callable(batched):
-        nll, count = batched(texts)
+        nll, count, *rest = batched(texts)
+        tokens = int(rest[0]) if rest else None
     else:
         log_prob = _method(model, ["log_prob", "score"], "generation")
         nll = 0.0
@@ -208,7 +211,7 @@ def _predict_nll(model: Any, cols: dict[str, list[Any]], features: dict[str, Any
                                   "total natural-log probability (<= 0)")
             nll -= min(lp, 0.0)
     check_finite(nll, f"{type(model).__name__} on {bench.name}")
-    return {"nll": float(nll), "count": int(count)}
+    return {"nll": float(nll), "count": int(count), **({"tokens": tokens} if tokens else {})}
 
 
 def _measure_nll(out: Any, cols: dict[str, list[Any]], features: dict[str, Any], bench: Benchmark,
@@ -220,7 +223,10 @@ def _measure_nll(out: Any, cols: dict[str, list[Any]], features: dict[str, Any],
     scores = {"nats_per_char": lambda: metrics.nats_per_char(nll, count),
               "bits_per_char": lambda: metrics.bits_per_char(nll, count),
               "perplexity": lambda: metrics.perplexity(nll, count, unit="char")}
-    return [scores[m]() for m in bench.metrics if m in scores], {"n": count, "unit": "characters", "nll": nll}
+    details: dict[str, Any] = {"n": count, "unit": "characters", "nll": nll}
+    if out.get("tokens"):
+        details |= {"tokens": out["tokens"], "token_perplexity": math.exp(nll / out["tokens"])}
+    return [scores[m]() for m in bench.metrics if m in scores], details
 
 
 def _predict_translations(model: Any, cols: dict[str, list[Any]], features: dict[str, Any], bench: Benchmark) -> Any:

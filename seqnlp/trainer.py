@@ -363,6 +363,11 @@ class Trainer:
     metric_is_loss: the metric is in the training loss's units (a language model's nats/token): the plot then
                     draws it beside the training loss, where over-fitting shows as the gap between them
     artifacts:      extra files written atomically into the run folder at the start (config.json, ...)
+
+    A model may define `param_groups() -> [{"params": [...], "lr_scale": x, "start": n}, ...]` (every trainable
+    parameter in one group): a group trains at `lr_scale` times the scheduled learning rate (discriminative
+    fine-tuning), and only from step `start` on (>= 1: a step; < 1: a fraction of the planned steps), frozen
+    (no gradient, no update, no weight decay) before it (gradual unfreezing). Not under torchrun.
     """
 
     def __init__(self, model: nn.Module, config: TrainConfig, run_dir: str | Path, *,
@@ -476,13 +481,19 @@ class Trainer:
 
     def _make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         c = self.config
-        decay, no_decay = [], []
-        for p in model.parameters():
-            if p.requires_grad:
-                # Weight matrices and embeddings decay; biases and norm gains do not (the usual AdamW split).
-                (decay if p.dim() >= 2 else no_decay).append(p)
-        groups = [g for g in ({"params": decay, "weight_decay": c.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
+        # A model may split its parameters into layers that train differently (`param_groups`, class docstring).
+        layers = model.param_groups() if callable(getattr(model, "param_groups", None)) else [
+            {"params": list(model.parameters())}]
+        groups = []
+        for layer in layers:
+            decay, no_decay = [], []
+            for p in layer["params"]:
+                if p.requires_grad:
+                    # Weight matrices and embeddings decay; biases and norm gains do not (the usual AdamW split).
+                    (decay if p.dim() >= 2 else no_decay).append(p)
+            extra = {k: float(v) for k, v in layer.items() if k in ("lr_scale", "start")}
+            groups += [g for g in ({"params": decay, "weight_decay": c.weight_decay, **extra},
+                                   {"params": no_decay, "weight_decay": 0.0, **extra}) if g["params"]]
         if not groups:
             raise SeqnlpError("the model has no trainable parameters")
         # One fused kernel per step instead of ~10 tensor ops per parameter: on a 2-core CPU the plain
@@ -689,7 +700,12 @@ class Trainer:
     def _loop(self, model: nn.Module, batches: Sequence[Any] | None, session_start: float,
               elapsed_before: float, interrupts: _Interrupts) -> str:
         c, s, dist, optimizer = self.config, self._s, self._dist, self._optimizer
-        params = [p for p in self._raw.parameters() if p.requires_grad]
+        staged = [g for g in optimizer.param_groups if g.get("start", 0) > 0]
+        if staged and dist.enabled:
+            raise SeqnlpError("gradual unfreezing does not run under torchrun (DDP needs a fixed set of trained "
+                              "parameters); train in one process")
+        later = {id(p) for g in staged for p in g["params"]}
+        params = [p for p in self._raw.parameters() if p.requires_grad or id(p) in later]
         budget = c.time_budget * 60.0
         self._epoch_len = len(batches) if batches is not None else None
         if s.get("stopped") in FINISHED:  # resuming a run that already ended
@@ -707,8 +723,13 @@ class Trainer:
                     raise _Stop("max_steps")
                 t0 = time.perf_counter()
                 batch = batches[s["position"]].to(dist.device)
+                lr = self._lr(s["step"], s["total_steps"], s["plateau_scale"])
                 for group in optimizer.param_groups:
-                    group["lr"] = self._lr(s["step"], s["total_steps"], s["plateau_scale"])
+                    group["lr"] = lr * group.get("lr_scale", 1.0)
+                for group in staged:  # frozen until its start step: no gradient is even computed for it
+                    start = group["start"] if group["start"] >= 1 else group["start"] * s["total_steps"]
+                    for p in group["params"]:
+                        p.requires_grad_(s["step"] >= start)
                 with autocast(dist.device, self._bf16):
                     out = model(batch)
                 loss = out.loss
@@ -746,7 +767,7 @@ class Trainer:
                 if s["step"] % c.log_every == 0:
                     mean = s["loss_sum"] / s["loss_count"]
                     self._log({"type": "train", "step": s["step"], "epoch": round(epoch_float, 4),
-                               "loss": mean, "lr": optimizer.param_groups[0]["lr"],
+                               "loss": mean, "lr": lr,
                                "tokens_per_second": round(tps, 1)})
                     self._progress.update(s["position"], mean, tps)
                     s["loss_sum"], s["loss_count"] = 0.0, 0

@@ -7,6 +7,11 @@ make a benchmark is data, in the top-level tasks/tiny_shakespeare.toml.
     python -m seqnlp.tasks.generation --dataset my_book.txt --time-budget 5
     python -m seqnlp.tasks.generation generate --model RUN_DIR --prime "ROMEO:" --length 500 --seed 1
     python -m seqnlp.tasks.generation evaluate --model RUN_DIR [--split test] [--results FILE]
+    python -m seqnlp.tasks.generation --benchmark imdb_lm      # a BPE model of IMDB reviews (starts classifiers)
+
+Word and subword models (--level word|bpe, config.json's "tokens"): the same recipe over tokens, with an adaptive
+softmax as output layer; scored by the same protocol, per character (the text's total NLL over its characters,
+comparable with char models; a word model's <unk> makes it optimistic) and per token (`token_perplexity`).
 
 The recipe, straight through:
 rows of text → char tokenizer trained on the train split → one long id stream, each row preceded by <bos>
@@ -68,7 +73,7 @@ from seqnlp.encoders import CELLS, LockedDropout, RNNEncoder, State, detach_stat
 from seqnlp.errors import SeqnlpError, check_finite
 from seqnlp.metrics import Score, bits_per_char, nats_per_char, perplexity
 from seqnlp.tasks.runner import Command, Prepared, Run, TaskSpec, load_run_of, main as run_main
-from seqnlp.tokenization import Tokenizer
+from seqnlp.tokenization import LEVELS, Tokenizer
 from seqnlp.trainer import Output, load_model_weights
 
 TASK = "generation"
@@ -101,6 +106,39 @@ class ModelConfig:
 
 
 @dataclass
+class TokenConfig:
+    """What a token is (config.json's "tokens"): a character by default; a word or a byte-level BPE subword for
+    a language model that later starts a classifier (python -m seqnlp.tasks.sentiment --init-from RUN_DIR)."""
+
+    level: str = opt("char", "token level: char, word or bpe (byte-level subwords)", choices=LEVELS)
+    vocab_size: int = opt(0, "word/bpe: most tokens kept, specials included (0 = 32000 words, 16000 bpe pieces)",
+                          min=0)
+    min_frequency: int = opt(2, "word/bpe: rarer tokens are left out of the vocabulary", min=1)
+    lowercase: bool = opt(False, "word/bpe: lowercase the text before tokenizing")
+    # A full softmax costs B*T*H*V per step: at V = 16k-32k it outweighs the recurrence on a CPU, while the
+    # adaptive softmax (Grave et al. 2017) computes the rare-token clusters only for the tokens that are in them
+    # (benchmarks/lm_output.py). It cannot share its weights with the embedding (--tie-weights).
+    softmax: str = opt("auto", "output layer: full, or adaptive (torch.nn.AdaptiveLogSoftmaxWithLoss; "
+                       "auto = adaptive for word/bpe, full for char)", choices=("auto", "full", "adaptive"))
+
+
+DEFAULT_VOCAB = {"word": 32000, "bpe": 16000}
+
+
+def adaptive(tokens: TokenConfig) -> bool:
+    """Whether the model's output layer is the adaptive softmax."""
+    return tokens.softmax == "adaptive" or (tokens.softmax == "auto" and tokens.level != "char")
+
+
+def train_tokenizer(texts: list[str], tokens: TokenConfig) -> Tokenizer:
+    """The run's tokenizer, learnt from the training text (char level: every character seen)."""
+    if tokens.level == "char":
+        return Tokenizer.train(texts, level="char")
+    return Tokenizer.train(texts, level=tokens.level, vocab_size=tokens.vocab_size or DEFAULT_VOCAB[tokens.level],
+                           min_frequency=tokens.min_frequency, lowercase=tokens.lowercase)
+
+
+@dataclass
 class DataConfig:
     """How the text becomes training windows (where it comes from is the task layer's "source")."""
 
@@ -128,6 +166,24 @@ def regularisation(config: ModelConfig, train_chars: int, train: Any, data: Data
     return replace(config, **unset), passes
 
 
+def adaptive_cutoffs(vocab_size: int) -> list[int]:
+    """Cluster edges of the adaptive softmax: a head of the 2000 most frequent ids (a quarter of a small
+    vocabulary), then ids up to 10000 (half), then the rest (vocabularies are sorted by frequency)."""
+    return sorted({c for c in (min(2000, vocab_size // 4), min(10000, vocab_size // 2)) if 0 < c < vocab_size - 1})
+
+
+def adaptive_softmax(width: int, vocab_size: int) -> nn.AdaptiveLogSoftmaxWithLoss:
+    """torch's adaptive softmax over `vocab_size` ids (sorted by frequency) reading `width` features.
+
+    Under bf16 autocast its matrix products run in bf16, but on CPU autocast leaves log_softmax in bf16 too,
+    which the layer's fp32 output refuses (index_copy_): its head and tail clusters hand back fp32 scores.
+    """
+    layer = nn.AdaptiveLogSoftmaxWithLoss(width, vocab_size, adaptive_cutoffs(vocab_size), div_value=4.0)
+    for part in (layer.head, *layer.tail):
+        part.register_forward_hook(lambda module, inputs, output: output.float())
+    return layer
+
+
 # Training settings this task starts from (flags still win). Tuned on the project's 2-core CPU for
 # tiny_shakespeare (issue 6): the run stops at the time budget, and the schedule decays the learning
 # rate to zero exactly there (seqnlp.trainer ends linear/cosine schedules with the budget).
@@ -139,19 +195,26 @@ TRAIN_DEFAULTS: dict[str, Any] = {"epochs": 100, "time_budget": 25.0, "lr": 3e-3
 # ====================================================================== the model
 
 class CharRNN(nn.Module):
-    """Embedding → RNNEncoder (unidirectional, stateful) → dropout → [projection] → Linear(V).
+    """Embedding → RNNEncoder (unidirectional, stateful) → dropout → [projection] → Linear(V), or with
+    `adaptive` an adaptive softmax (for word and subword vocabularies; the tokens need not be characters).
 
     forward(batch) -> Output(logits (B, T, V), loss): mean cross-entropy over the batch's real positions
-    when `batch.targets` is set. In training, a batch whose `index` (B,) (stream position of each row's first
-    character) continues the previous batch starts from that batch's final state (truncated BPTT).
+    when `batch.targets` is set (with the adaptive softmax and targets, logits are the targets' log-probabilities
+    (N,) instead: the full distribution is what that layer avoids computing). In training, a batch whose `index`
+    (B,) (stream position of each row's first character) continues the previous batch starts from that batch's
+    final state (truncated BPTT).
     """
 
     def __init__(self, config: ModelConfig, vocab_size: int, batch_size: int, pad_id: int = 0,
-                 precision: str = "auto") -> None:
+                 precision: str = "auto", adaptive: bool = False) -> None:
         super().__init__()
         self.config = config
         self.vocab_size = vocab_size
         self.pad_id = pad_id
+        self.adaptive = adaptive
+        if adaptive and config.tie_weights:
+            raise SeqnlpError("--tie-weights shares the embedding with a full softmax; add --softmax full or "
+                              "leave out --tie-weights")
         self.embedding = nn.Embedding(vocab_size, config.embedding_size)
         self.embedding_dropout = LockedDropout(config.embedding_dropout or 0.0)
         between = (config.dropout or 0.0) if config.layers > 1 else 0.0
@@ -162,7 +225,10 @@ class CharRNN(nn.Module):
         width = self.encoder.output_dim
         self.projection = (nn.Linear(width, config.embedding_size)
                            if config.tie_weights and config.embedding_size != width else None)
-        self.head = nn.Linear(config.embedding_size if config.tie_weights else width, vocab_size)
+        if adaptive:
+            self.head: nn.Module = adaptive_softmax(width, vocab_size)
+        else:
+            self.head = nn.Linear(config.embedding_size if config.tie_weights else width, vocab_size)
         if config.tie_weights:
             self.head.weight = self.embedding.weight
         # The truncated-BPTT carry: persistent, so checkpoints (and resumed runs) keep it. `batch_size` counts
@@ -171,14 +237,34 @@ class CharRNN(nn.Module):
         self.register_buffer("carry_state", torch.zeros(parts, config.layers, batch_size, config.hidden_size))
         self.register_buffer("carry_next", torch.full((batch_size,), -1, dtype=torch.long))  # (B,)
 
-    def run(self, ids: Tensor, lengths: Tensor, state: State | None = None) -> tuple[Tensor, State]:
-        """ids (B, T), lengths (B,), optional state → logits (B, T, V) and the final state."""
+    def features(self, ids: Tensor, lengths: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """ids (B, T), lengths (B,), optional state → what the output layer reads (B, T, F) and the final state."""
         x = self.embedding_dropout(self.embedding(ids))  # (B, T, E)
         outputs, state = self.encoder(x, lengths, state)  # (B, T, H)
         outputs = self.dropout(outputs)  # (B, T, H)
         if self.projection is not None:
             outputs = self.projection(outputs)  # (B, T, E)
-        return self.head(outputs), state  # (B, T, V)
+        return outputs, state
+
+    def scores(self, features: Tensor) -> Tensor:
+        """(..., F) → next-token scores (..., V): logits, or log-probabilities from the adaptive softmax."""
+        if not self.adaptive:
+            return self.head(features)  # (..., V)
+        flat = features.reshape(-1, features.shape[-1]).float()  # (N, F)
+        return self.head.log_prob(flat).view(*features.shape[:-1], self.vocab_size)  # (..., V)
+
+    def target_nll(self, features: Tensor, targets: Tensor) -> Tensor:
+        """Summed NLL (nats) of `targets` (B, T) given `features` (B, T, F); positions holding -100 count 0."""
+        if not self.adaptive:
+            return F.cross_entropy(self.head(features).float().flatten(0, 1), targets.flatten(), ignore_index=-100,
+                                   reduction="sum")
+        real = targets != -100  # (B, T)
+        return -self.head(features[real].float(), targets[real]).output.sum()
+
+    def run(self, ids: Tensor, lengths: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """ids (B, T), lengths (B,), optional state → scores (B, T, V) and the final state."""
+        features, state = self.features(ids, lengths, state)  # (B, T, F)
+        return self.scores(features), state  # (B, T, V)
 
     def step(self, tokens: Tensor, state: State | None) -> tuple[Tensor, State]:
         """One character per row: tokens (N,) and a state (None = zeros) → fp32 logits (N, V) and the new state.
@@ -189,7 +275,7 @@ class CharRNN(nn.Module):
         with torch.autocast(device_type=out.device.type, enabled=False):
             if self.projection is not None:
                 out = self.projection(out)  # (N, E)
-            return self.head(out).float(), state  # (N, V)
+            return self.scores(out).float(), state  # (N, V)
 
     def _carried(self, index: Tensor) -> State | None:
         """The carried state when every row of this window starts where a carried row ended, else None (zero
@@ -209,9 +295,14 @@ class CharRNN(nn.Module):
         """Next-character scores for every position, and the mean loss when targets are given."""
         carry = self.training and batch.index is not None
         state = self._carried(batch.index) if carry else None
-        logits, final = self.run(batch.ids, batch.lengths, state)  # (B, T, V)
+        features, final = self.features(batch.ids, batch.lengths, state)  # (B, T, F)
         loss = None
-        if batch.targets is not None:
+        if self.adaptive and batch.targets is not None:
+            out = self.head(features[batch.mask].float(), batch.targets[batch.mask])  # over the N real positions
+            logits, loss = out.output, out.loss  # (N,), mean NLL
+        else:
+            logits = self.head(features) if not self.adaptive else self.scores(features)  # (B, T, V)
+        if batch.targets is not None and not self.adaptive:
             targets = batch.targets.masked_fill(~batch.mask, -100)  # (B, T)
             loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
         # (Every process's part of a window has B x T targets, so the mean over processes needs no rescaling.)
@@ -324,10 +415,9 @@ def split_nll(model: CharRNN, rows: Sequence[Sequence[int]], bos_id: int, device
                 part = (lengths[:active] - t0).clamp(max=chunk)  # (B',)
                 x = inputs[:active, t0:t0 + chunk].to(device)  # (B', C)
                 y = targets[:active, t0:t0 + chunk].to(device)  # (B', C)
-                logits, state = model.run(x, part.to(device), state)  # (B', C, V)
+                features, state = model.features(x, part.to(device), state)  # (B', C, F)
                 real = torch.arange(x.shape[1], device=device)[None, :] < part.to(device)[:, None]  # (B', C)
-                nll = F.cross_entropy(logits.float().flatten(0, 1), y.masked_fill(~real, -100).flatten(),
-                                      ignore_index=-100, reduction="sum")
+                nll = model.target_nll(features, y.masked_fill(~real, -100))
                 total += float(nll)
                 count += int(real.sum())
     finally:
@@ -372,11 +462,14 @@ def check_sampling(length: int, temperature: float, top_k: int | None, top_p: fl
 
 
 class CharLM:
-    """A trained character language model with its tokenizer: sample text, score text.
+    """A trained language model with its tokenizer: sample text, score text.
 
         lm = seqnlp.load("runs/generation-...")
         lm.generate(prime="ROMEO:", length=300, temperature=0.8, seed=1)  # the prime and 300 new characters
         lm.log_prob("To be, or not to be")  # total natural-log probability of its characters
+
+    The tokens are characters by default; a word or bpe model generates `length` tokens and scores texts with
+    the same protocol (per character = the text's total NLL over its characters; `nll` then also counts tokens).
     """
 
     def __init__(self, model: CharRNN, tokenizer: Tokenizer, device: str | torch.device = "cpu",
@@ -400,7 +493,12 @@ class CharLM:
         return [c for c, ids in zip(distinct, encoded) if ids == [self.tokenizer.unk_id]]
 
     def check_prime(self, prime: str) -> None:
-        """SeqnlpError naming the characters of `prime` never seen in training (the model has no input for them)."""
+        """SeqnlpError naming the characters of `prime` never seen in training (the model has no input for them).
+
+        Word and bpe models read any prime (an unseen word is <unk>; byte-level BPE covers every string)."""
+        if self.tokenizer.level != "char":
+            check_texts([prime], "the prime", blank_ok=True)
+            return
         unknown = self.unknown_characters(prime)
         if unknown:
             shown = " ".join(repr(c) for c in unknown[:20]) + (" ..." if len(unknown) > 20 else "")
@@ -415,7 +513,7 @@ class CharLM:
         state = None
         if inputs.shape[1] > 0:
             lengths = torch.tensor([inputs.shape[1]], device=self.device)  # (1,)
-            _, state = self.model.run(inputs, lengths)
+            _, state = self.model.features(inputs, lengths)
         return state, torch.tensor([ids[-1]], dtype=torch.long, device=self.device)  # (1,)
 
     @torch.no_grad()
@@ -433,20 +531,32 @@ class CharLM:
             if greedy_decoding:
                 with native_kernels():
                     ids = greedy(self._decoder, state, start, length, eos_id=None)[0]
-                text = "".join(self._chars[i] for i in ids)
+                text = self._text(prime, ids)
                 if on_text is not None and text:
                     on_text(text)
                 return prime + text
             generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
 
             def emit(tokens: Tensor) -> None:
-                if on_text is not None:
-                    on_text(self._chars[int(tokens[0])])
+                if on_text is not None:  # a word after the first (or after a prime) follows a space
+                    on_text(self._text(prime or ("" if not emitted else " "), [int(tokens[0])]))
+                emitted.append(int(tokens[0]))
 
+            emitted: list[int] = []
             with native_kernels():  # one switch for the whole loop; the per-step switch inside is then a no-op
                 ids_t = sample(self._decoder, state, start, length, temperature=temperature, top_k=top_k,
                                top_p=top_p, generator=generator, on_token=emit)  # (1, L)
-        return prime + "".join(self._chars[i] for i in ids_t[0].tolist())
+        return prime + self._text(prime, ids_t[0].tolist())
+
+    def _text(self, prime: str, ids: list[int]) -> str:
+        """The text of generated ids, to follow `prime`. Characters are joined; words and subwords are decoded
+        together (a bpe piece may hold part of a character), words after a space. (Streaming shows word and bpe
+        tokens one by one, so the streamed text may differ from the returned one in spacing and in the
+        characters split between pieces.)"""
+        if self.tokenizer.level == "char":
+            return "".join(self._chars[i] for i in ids)
+        text = self.tokenizer.decode(ids)
+        return (" " if self.tokenizer.level == "word" and prime and text else "") + text
 
     @torch.no_grad()
     def stream(self, prime: str = "", length: int = 500, temperature: float = 1.0, top_k: int | None = None,
@@ -465,12 +575,16 @@ class CharLM:
             yield self._chars[int(tokens[0])]
 
     @torch.no_grad()
-    def nll(self, texts: Sequence[str]) -> tuple[float, int]:
-        """(total NLL in nats, characters) of `texts`, each read from <bos> (the scoring protocol)."""
+    def nll(self, texts: Sequence[str]) -> tuple[float, int] | tuple[float, int, int]:
+        """(total NLL in nats, characters) of `texts`, each read from <bos> (the scoring protocol); a word or bpe
+        model adds the number of tokens predicted: (nats, characters, tokens)."""
         rows = self.tokenizer.encode_batch(list(texts))
         with autocast(self.device, self.bf16):
             total, count = split_nll(self.model, rows, self.tokenizer.bos_id, self.device)
-        return check_finite(total, f"the model in {self.run_dir}"), count
+        total = check_finite(total, f"the model in {self.run_dir}")
+        if self.tokenizer.level == "char":
+            return total, count
+        return total, sum(len(t) for t in texts), count
 
     def log_prob(self, text: str) -> float:
         """Total natural-log probability of the characters of `text`, each given the ones before it."""
@@ -479,7 +593,7 @@ class CharLM:
 
     def score(self, texts: Sequence[str]) -> list[Score]:
         """nats/char, bits/char and perplexity of `texts`."""
-        return lm_scores(*self.nll(texts))
+        return lm_scores(*self.nll(texts)[:2])
 
     def next_char_probabilities(self, prime: str, temperature: float = 1.0, top_k: int | None = None,
                                 top_p: float | None = None) -> dict[str, float]:
@@ -537,9 +651,18 @@ class _OnnxCharRNN(nn.Module):
 
 # ====================================================================== the recipe
 
+def encode_stream(tokenizer: Tokenizer, texts: Sequence[str], chunk: int = 4096) -> Tensor:
+    """(N,) the <bos>-separated id stream of `texts`, encoded a chunk of texts at a time: a list of Python ints
+    per text would take ~36 bytes a token (a gigabyte for IMDB's 75k reviews)."""
+    parts = [to_stream(tokenizer.encode_batch(list(texts[i:i + chunk])), tokenizer.bos_id)
+             for i in range(0, len(texts), chunk)]
+    return torch.cat(parts) if parts else torch.empty(0, dtype=torch.long)  # (N,)
+
+
 def prepare(run: Run) -> Prepared:
-    """Text → char tokenizer → one <bos>-separated stream → windows of the stateful language model."""
+    """Text → tokenizer (char by default) → one <bos>-separated stream → windows of the stateful language model."""
     data: DataConfig = run.settings["data"]
+    tokens: TokenConfig = run.settings["tokens"]
     train_cfg = run.settings["train"]
     t0 = time.perf_counter()
     texts = {role: [t for t in check_texts(run.rows(role)[0]["text"], run.where(role), missing_ok=True, blank_ok=True)
@@ -547,10 +670,11 @@ def prepare(run: Run) -> Prepared:
     for role, rows in texts.items():
         if not rows:
             raise SeqnlpError(f"{run.where(role)} holds no text")
-    tokenizer = run.tokenizer(TOKENIZER_FILE, lambda: Tokenizer.train(texts["train"], level="char"))
-    encoded = {role: tokenizer.encode_batch(rows) for role, rows in texts.items()}
-    stream = to_stream(encoded["train"], tokenizer.bos_id)  # (N,)
+    tokenizer = run.tokenizer(TOKENIZER_FILE, lambda: train_tokenizer(texts["train"], tokens))
+    encoded = {role: tokenizer.encode_batch(texts[role]) for role in ("validation", "test")}
+    stream = encode_stream(tokenizer, texts["train"])  # (N,)
     chars = {role: sum(len(r) for r in rows) for role, rows in texts.items()}
+    unit = "character" if tokens.level == "char" else f"{tokens.level} token"
     # Flags that cannot fit the text fail before anything is printed about the data.
     if len(Windows(stream, data.batch_size, data.seq_length, parts=run.world)) == 0:
         processes = f" x {run.world} processes" if run.world > 1 else ""
@@ -559,17 +683,22 @@ def prepare(run: Run) -> Prepared:
     for role in ("validation", "test"):
         unknown = sum(r.count(tokenizer.unk_id) for r in encoded[role])
         if unknown:
-            print(f"note: {unknown} character(s) of the {role} split never occur in train; they count as <unk>",
+            print(f"note: {unknown} {unit}(s) of the {role} split never occur in train; they count as <unk>",
                   file=sys.stderr)
+    counted = "" if tokens.level == "char" else (f" ({stream.numel() - len(texts['train']):,} train, "
+                                                 f"{sum(map(len, encoded['validation'])):,} validation tokens)")
     print(f"data: {run.bench.name} — train {chars['train']:,}, validation {chars['validation']:,}, "
-          f"test ({run.bench.split_name()}) {chars['test']:,} characters; vocabulary {tokenizer.vocab_size} "
-          f"(4 special); prepared in {time.perf_counter() - t0:.1f}s", flush=True)
-    config, passes = regularisation(run.settings["model"], chars["train"], train_cfg, data)
+          f"test ({run.bench.split_name()}) {chars['test']:,} characters{counted}; {tokens.level} vocabulary "
+          f"{tokenizer.vocab_size} (4 special); prepared in {time.perf_counter() - t0:.1f}s", flush=True)
+    # The passes the budget allows, counted in tokens (the nominal speed is the char model's: for word and bpe
+    # models it overestimates them, so give their dropouts explicitly).
+    config, passes = regularisation(run.settings["model"], stream.numel(), train_cfg, data)
     run.settings["model"] = config  # saved in config.json as resolved
     print(f"regularisation: dropout {config.dropout}, embedding dropout {config.embedding_dropout}, weight dropout "
           f"{config.weight_dropout} (the budget allows about {passes:.0f} passes over the training text)", flush=True)
     model = CharRNN(config, tokenizer.vocab_size, data.batch_size * run.world, tokenizer.pad_id,
-                    precision=train_cfg.precision)
+                    precision=train_cfg.precision,
+                    adaptive=adaptive(tokens))
     example = Windows(stream, 1, min(data.seq_length, 32))[0]
     example.index = None
 
@@ -578,11 +707,51 @@ def prepare(run: Run) -> Prepared:
         text = CharLM(m, tokenizer, device=run.device, precision=train_cfg.precision).generate(  # type: ignore[arg-type]
             "", SAMPLE_EVERY_EVAL, temperature=0.8, seed=train_cfg.seed)
         print(f"--- sample (temperature 0.8) ---\n{text}\n---", file=sys.stderr, flush=True)
-        return {s.name: s.value for s in lm_scores(total, count)}
+        if tokens.level == "char":
+            return {s.name: s.value for s in lm_scores(total, count)}
+        # Per character over the text itself (comparable with a char model), and per token.
+        return {**{s.name: s.value for s in lm_scores(total, chars["validation"])},
+                "token_perplexity": math.exp(total / max(count, 1))}
 
     return Prepared(model=model, validate=validate, example=example, artifacts={TOKENIZER_FILE: tokenizer.to_str()},
                     train_batches=lambda epoch: epoch_windows(stream, data.batch_size, data.seq_length, epoch,
                                                               train_cfg.seed, run.world))
+
+
+def tune(init: Any, texts: Sequence[str], steps: int, lr: float, device: torch.device, bf16: bool,
+         seed: int) -> dict[str, Tensor]:
+    """The weights of a saved language model run (`runner.InitRun`) after `steps` more training windows over
+    `texts`: ULMFiT's second stage, the language model fine-tuned on the target task's text before it starts the
+    classifier. Plain AdamW at a constant `lr`, gradients clipped at 1, state carried across windows."""
+    settings, tokenizer = init.settings, init.tokenizer()
+    stream = encode_stream(tokenizer, list(texts))  # (N,)
+    data: DataConfig = settings["data"]
+    rows = max(1, min(data.batch_size, (stream.numel() - 1) // (2 * data.seq_length)))  # short texts: fewer rows
+    model = CharRNN(settings["model"], tokenizer.vocab_size, rows, tokenizer.pad_id,
+                    precision=settings["train"].precision, adaptive=adaptive(settings["tokens"])).to(device)
+    model.load_state_dict({k: v for k, v in init.weights().items() if not k.startswith("carry_")}, strict=False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    model.train()
+    done, epoch = 0, 0
+    while done < steps:
+        windows = epoch_windows(stream, rows, data.seq_length, epoch, seed)
+        if len(windows) == 0:
+            raise SeqnlpError(f"the target text ({stream.numel():,} tokens) is too short for one language-model "
+                              f"window of {data.seq_length} tokens; leave out --lm-steps")
+        for batch in windows:
+            if done == steps:
+                break
+            with autocast(device, bf16):
+                loss = model(batch.to(device)).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[union-attr]
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            done += 1
+        epoch += 1
+    print(f"language model tuned on the target text: {steps} windows of {rows} x {data.seq_length} tokens "
+          f"({stream.numel():,} tokens in all), last loss {float(loss.detach()):.3f}", flush=True)  # type: ignore[union-attr]
+    return {k: v.detach() for k, v in model.state_dict().items()}
 
 
 def load(run_dir: str | Path, device: str = "cpu") -> CharLM:
@@ -594,7 +763,8 @@ def _load(run_dir: Path, settings: dict[str, Any], device: str) -> CharLM:
     tokenizer = Tokenizer.load(run_dir / TOKENIZER_FILE)
     precision = settings["train"].precision
     streams = settings["data"].batch_size * int(settings.get("world_size", 1))  # the carry of every process's streams
-    model = CharRNN(settings["model"], tokenizer.vocab_size, streams, tokenizer.pad_id, precision=precision)
+    model = CharRNN(settings["model"], tokenizer.vocab_size, streams, tokenizer.pad_id, precision=precision,
+                    adaptive=adaptive(settings["tokens"]))
     load_model_weights(run_dir, model, "best")
     return CharLM(model, tokenizer, device=device, precision=precision, run_dir=run_dir)
 
@@ -609,7 +779,10 @@ def _from_onnx(folder: Path, settings: dict[str, Any], parts: dict[str, Any]) ->
 def describe(settings: dict[str, Any]) -> str:
     """The model's name in results, e.g. '2xlstm 128/512 char'."""
     config: ModelConfig = settings["model"]
-    return f"{config.layers}x{config.cell} {config.embedding_size}/{config.hidden_size} char" + (
+    tokens: TokenConfig = settings["tokens"]
+    level = "char" if tokens.level == "char" else f"{tokens.level} {tokens.vocab_size or DEFAULT_VOCAB[tokens.level]}" + (
+        " adaptive" if adaptive(tokens) else "")
+    return f"{config.layers}x{config.cell} {config.embedding_size}/{config.hidden_size} {level}" + (
         " tied" if config.tie_weights else "")
 
 
@@ -652,14 +825,26 @@ def _generate(args: argparse.Namespace, load_model: Callable[[], CharLM]) -> int
     return 0
 
 
-COMMANDS = {"generate": Command("Sample text from a trained character model, streamed as it is produced.",
+COMMANDS = {"generate": Command("Sample text from a trained language model, streamed as it is produced.",
                               _generate_arguments, _generate)}
+
+# Per-benchmark settings (flags still win). imdb_lm: the language model that starts IMDB's and SST-2's classifiers
+# (python -m seqnlp.tasks.sentiment --recipe pretrained): lowercased byte-level BPE (SST-2 is lowercase), an adaptive
+# softmax over 16k pieces (benchmarks/lm_output.py), one wide LSTM layer (Dai & Le 2015 used one of 1024 units) and
+# light dropout: the budget allows about one pass over the 21M tokens (an estimate from measurements under load).
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "imdb_lm": {"tokens": {"level": "bpe", "vocab_size": 16000, "lowercase": True},
+                "model": {"layers": 1, "hidden_size": 1024, "embedding_size": 400, "dropout": 0.1,
+                          "embedding_dropout": 0.05, "weight_dropout": 0.1},
+                "data": {"batch_size": 64, "seq_length": 70},
+                "train": {"time_budget": 55.0, "lr": 2e-3, "warmup": 200, "eval_every": 500, "patience": 4}},
+}
 
 SPEC = TaskSpec(
     name=TASK, summary="Train a character language model (default: 2x768 LSTM on Tiny Shakespeare for 25 "
                        "minutes) and score it in nats/char.",
-    sections={"model": ModelConfig, "data": DataConfig}, default_benchmark="tiny_shakespeare",
-    train_defaults=TRAIN_DEFAULTS, presets={}, metric="nats_per_char", higher_is_better=False, prepare=prepare,
+    sections={"model": ModelConfig, "data": DataConfig, "tokens": TokenConfig}, default_benchmark="tiny_shakespeare",
+    train_defaults=TRAIN_DEFAULTS, presets=PRESETS, metric="nats_per_char", higher_is_better=False, prepare=prepare,
     load=_load, score=scoring.language_model, describe=describe, baseline=baselines.fit_char_ngram, onnx=_from_onnx,
     usage=('{module} generate --model {run} --prime "ROMEO:" --length 500',),
     commands=COMMANDS,

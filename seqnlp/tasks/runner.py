@@ -9,6 +9,9 @@ queries (`load`), how it is scored and described, and its own subcommands. This 
   `--benchmark`, `--dataset`, `--<role>-column`), and one-line errors that point at `--help`;
 - where the data comes from: a benchmark file, or any dataset by one rule (`benchmark_of`);
 - run folders: naming, pre-flight checks, one resume behaviour, config.json written and read here;
+- transfer between tasks: `--init-from RUN_DIR` starts a model from a saved run of another task (a language
+  model starting a classifier: its tokenizer, embedding and encoder), sizes checked against that run, and
+  `--recipe NAME` chains both steps in one command (the first trained unless --init-from names one);
 - after training: the saved run is loaded as any user would load it and scored by `seqnlp.scoring`,
   the same path as `evaluate` and the leaderboard; `evaluation_<split>.json`, the results JSON, the usage hint;
 - more than one process (`torchrun --nproc_per_node N -m seqnlp.tasks.<kind> ...`): every process checks the
@@ -29,6 +32,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -41,13 +45,14 @@ import torch
 from torch import nn
 
 from seqnlp import __version__, card, distributed, run_folder, scoring
+from seqnlp import checkpoint as ckpt
 from seqnlp.benchmark import Benchmark, load_benchmark
 from seqnlp.config import add_flags, flag_name, opt, resolve, to_dict
 from seqnlp.data import available_splits, check_columns, mirror_name
 from seqnlp.device import use_bf16
 from seqnlp.errors import SeqnlpError, cli_main
 from seqnlp.io import atomic_write_json, read_json
-from seqnlp.results import build_result, check_results_path, hardware, write_result
+from seqnlp.results import build_result, check_results_path, git_commit, hardware, write_result
 from seqnlp.summary import count_parameters, summary
 from seqnlp.tasks import kind, spec
 from seqnlp.tokenization import Tokenizer
@@ -58,6 +63,57 @@ DEFAULT_COLUMNS = {"text": "text", "label": "label", "tokens": "tokens", "tags":
 
 
 # ====================================================================== what a recipe provides
+
+@dataclass
+class InitRun:
+    """The saved run of another task that starts this run's model (--init-from RUN_DIR), as `prepare` sees it."""
+
+    run_dir: Path
+    task: str
+    config: dict[str, Any]  # its config.json
+    settings: dict[str, Any]  # its config.json sections as their dataclasses
+
+    def tokenizer(self, name: str = "tokenizer.json") -> Tokenizer:
+        """Its tokenizer, which the new run takes over (the embedding rows are its ids)."""
+        return Tokenizer.load(self.run_dir / name)
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """Its best weights (model.safetensors), checked to belong to its config.json and tokenizer as loading does."""
+        path = self.run_dir / ckpt.BEST_FILE
+        if not path.exists():
+            raise SeqnlpError(f"--init-from {self.run_dir} holds no {ckpt.BEST_FILE}; did its training finish an "
+                              "evaluation?")
+        tensors = ckpt.read_model_weights(path)
+        ckpt.check_artifacts(self.run_dir, path)
+        return tensors
+
+    def copy_into(self, model: nn.Module, parts: dict[str, str], source: dict[str, torch.Tensor] | None = None) -> int:
+        """Copy its tensors (or `source`'s, e.g. its model after more training) into `model` exactly:
+        {target prefix: source prefix}, e.g. {"encoder.": "encoder."}.
+
+        Every parameter of `model` under a target prefix must have its counterpart, of the same shape; returns
+        how many tensors were copied."""
+        source, target = source if source is not None else self.weights(), dict(model.named_parameters())
+        copied = 0
+        with torch.no_grad():
+            for to, frm in parts.items():
+                names = [n for n in target if n.startswith(to)]
+                if not names:
+                    raise SeqnlpError(f"the model has no parameters under {to!r} to start from {self.run_dir}")
+                for name in names:
+                    tensor = source.get(frm + name[len(to):])
+                    if tensor is None or tuple(tensor.shape) != tuple(target[name].shape):
+                        shown = "missing" if tensor is None else f"of shape {tuple(tensor.shape)}"
+                        raise SeqnlpError(f"{name} {tuple(target[name].shape)} cannot start from {self.run_dir}: its "
+                                          f"{frm + name[len(to):]} is {shown}; was that run trained with other sizes?")
+                    target[name].copy_(tensor.to(target[name].dtype))
+                    copied += 1
+        return copied
+
+    def describe(self) -> str:
+        """The starting run's model name, as its results name it."""
+        return spec(self.task).describe(self.settings)
+
 
 @dataclass
 class Run:
@@ -72,6 +128,7 @@ class Run:
     # Processes training together (torchrun). Batch sizes are per process: a recipe builds global batches of
     # batch_size x world and deals them out with `seqnlp.data.deal(batches, run.world)`.
     world: int = 1
+    init: InitRun | None = None  # with --init-from (not when resuming: the checkpoint holds the weights then)
 
     def rows(self, role: str) -> tuple[dict[str, list[Any]], dict[str, Any]]:
         """({column role: values}, {column role: feature}) of one split role (train | validation | test)."""
@@ -119,6 +176,26 @@ class Command:
 
 
 @dataclass(frozen=True)
+class Transfer:
+    """Which saved runs can start this task's model (--init-from RUN_DIR), and what the new run takes from them."""
+
+    tasks: tuple[str, ...]  # kinds whose runs can start it, e.g. ("generation",): language models
+    # The source run's settings → {section: {field: value}} the new run must share (cell, sizes, tokenizer); these
+    # fill the fields no flag sets, and a flag that contradicts them is refused.
+    shared: Callable[[dict[str, Any]], dict[str, dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A chain run by one command (--recipe NAME): a run of `Transfer.tasks[0]` first, unless --init-from names
+    a saved one, then this task's run starting from it, with this recipe's settings."""
+
+    help: str
+    first: Callable[[Benchmark], list[str]]  # the first step's command line for this task's benchmark
+    presets: dict[str, dict[str, dict[str, Any]]]  # benchmark ("*" = any other) → {section: values}; flags win
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     """Everything that makes a task different; `main(SPEC, argv)` does the rest."""
 
@@ -143,6 +220,8 @@ class TaskSpec:
     # (ONNX folder, settings, {part name: callable over tensors}) → the predictor over its exported parts, whose
     # torch predictor names them in `onnx_parts()` (seqnlp.export).
     onnx: Callable[[Path, dict[str, Any], dict[str, Callable[..., Any]]], Any] | None = None
+    transfer: Transfer | None = None  # --init-from: which runs of other tasks can start this one
+    recipes: dict[str, Recipe] = field(default_factory=dict)  # --recipe NAME
 
 
 # ====================================================================== where the data comes from
@@ -322,23 +401,42 @@ def train(task_spec: TaskSpec, args: argparse.Namespace) -> int:
         _check_world(saved, args.resume, distributed.world_size())
     source = _source(task_spec.name, args, _source_values(saved) if saved else None)
     bench = benchmark_of(task_spec.name, source, task_spec.default_benchmark)
+    recipe_name = getattr(args, "recipe", None) or saved.get("recipe")
     preset = {} if source.dataset else task_spec.presets.get(bench.name, {})
-    settings: dict[str, Any] = {name: resolve(cls, args, saved.get(name) or preset.get(name))
-                                for name, cls in task_spec.sections.items()}
+    if recipe_name:  # the recipe's settings over the benchmark's preset
+        chain = task_spec.recipes[recipe_name].presets
+        extra = chain.get(bench.name, chain.get("*", {}))
+        preset = {name: {**preset.get(name, {}), **extra.get(name, {})} for name in {*preset, *extra}}
     train_cfg = resolve(TrainConfig, args, saved.get("train") or {**task_spec.train_defaults, **preset.get("train", {})})
-    settings["train"] = train_cfg
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     run_dir = Path(args.resume or args.output or f"runs/{task_spec.name}-{stamp}")
     check_run_dir(run_dir, resume=bool(args.resume), overwrite=train_cfg.overwrite)  # before any data is read
     check_results_path(args.results)
     wall0 = time.perf_counter()
+    init_from = getattr(args, "init_from", None)
+    if init_from and args.resume:
+        raise SeqnlpError("--resume continues a run that has its starting weights already; leave out --init-from")
+    if recipe_name and not init_from and not args.resume:
+        init_from = _first_step(task_spec, recipe_name, bench, args, run_dir)
+    init = _init_run(task_spec, init_from) if init_from else None
+    shared = task_spec.transfer.shared(init.settings) if init is not None and task_spec.transfer else {}
+    settings: dict[str, Any] = {}
+    for name, cls in task_spec.sections.items():
+        settings[name] = resolve(cls, args, saved.get(name) or {**preset.get(name, {}), **shared.get(name, {})})
+        for key, value in shared.get(name, {}).items():  # a flag may not contradict the run it starts from
+            if getattr(settings[name], key) != value:
+                raise SeqnlpError(f"{flag_name(key)} {getattr(settings[name], key)} does not fit {init_from}, the "
+                                  f"{init.task} run this one starts from ({key} = {value!r} there); leave the flag "
+                                  "out to take it from that run")
+    settings["train"] = train_cfg
     world = distributed.world_size()
     device = distributed.process_device(train_cfg.device, distributed.local_rank(), world)
     try:
         with _quiet_unless_main(), distributed.process_group(device):
             distributed.barrier()  # every process has checked the run folder before rank 0 creates it
             seed_everything(train_cfg.seed)
-            run = Run(bench, settings, run_dir, bool(args.resume), device, use_bf16(train_cfg.precision, device), world)
+            run = Run(bench, settings, run_dir, bool(args.resume), device, use_bf16(train_cfg.precision, device),
+                      world=world, init=init)
             prepared = task_spec.prepare(run)
             distributed.check_same(b"".join(_as_bytes(a) for _, a in sorted(prepared.artifacts.items())),
                                    "tokenizers or vocabularies")
@@ -352,6 +450,10 @@ def train(task_spec: TaskSpec, args: argparse.Namespace) -> int:
                       **{name: to_dict(value) for name, value in settings.items()}, **prepared.saved,
                       **({} if args.resume and "world_size" not in saved else {"world_size": world}),
                       "seqnlp_version": __version__}
+            if recipe_name:
+                config["recipe"] = recipe_name
+            if init is not None or saved.get("init_from"):  # what it started from: named in config.json and results
+                config["init_from"] = saved.get("init_from") or _init_record(init)  # type: ignore[arg-type]
             trainer = Trainer(prepared.model, fit_cfg, run_dir, train_batches=prepared.train_batches,
                               evaluate=prepared.validate, metric=task_spec.metric,
                               higher_is_better=task_spec.higher_is_better,
@@ -367,18 +469,26 @@ def train(task_spec: TaskSpec, args: argparse.Namespace) -> int:
 
     predictor = task_spec.load(run_dir, settings_of(task_spec, config, str(run_dir / CONFIG_FILE)), str(device))
     evaluation = scoring.score(predictor, bench, "test")
-    _finish_scoring(task_spec, evaluation, run_dir, {"validation": result.best_metrics, "best_step": result.best_step})
-    card.write_card(run_dir, task_spec, settings, count_parameters(prepared.model)[0], hardware())
     train_seconds = result.train_seconds + prepared.pretrain_seconds
+    # The commit and the time travel with the run, for runs that start from it (--init-from) to name.
+    _finish_scoring(task_spec, evaluation, run_dir, {"validation": result.best_metrics, "best_step": result.best_step,
+                                                     "train_seconds": round(train_seconds, 3),
+                                                     "git_commit": git_commit()})
+    card.write_card(run_dir, task_spec, settings, count_parameters(prepared.model)[0], hardware())
+    # A run started from another counts that run's training too (--init-from: the language model's).
+    before = float((config.get("init_from") or {}).get("train_seconds") or 0.0)
     print(f"training: {result.steps} steps, {result.epochs:g} epochs in {train_seconds / 60:.1f} min "
           f"({result.stopped}), {result.tokens_per_second:,.0f} tokens/s; best validation {task_spec.metric} "
-          f"{result.best_metric:.4g} at step {result.best_step}; wall time {(time.perf_counter() - wall0) / 60:.1f} min",
-          flush=True)
+          f"{result.best_metric:.4g} at step {result.best_step}; wall time {(time.perf_counter() - wall0) / 60:.1f} min"
+          + (f"; with the {config['init_from']['task']} run it started from, {(train_seconds + before) / 60:.1f} min "
+             "of training" if before else ""), flush=True)
     if args.results:
         extra = {"validation": result.best_metrics, "best_step": result.best_step, "steps": result.steps,
                  "epochs": result.epochs, "stopped": result.stopped, "wall_seconds": round(time.perf_counter() - wall0, 1),
                  "pretrain_seconds": round(prepared.pretrain_seconds, 3), **evaluation.details}
-        _write_results(args.results, task_spec, evaluation, prepared.model, config, train_seconds,
+        if config.get("init_from"):
+            extra |= {"init_from": config["init_from"], "finetune_seconds": round(train_seconds, 3)}
+        _write_results(args.results, task_spec, evaluation, prepared.model, config, train_seconds + before,
                        result.tokens_per_second, train_cfg.seed, extra)
     module = f"python -m seqnlp.tasks.{task_spec.name}"
     print(f"\nmodel saved in {run_dir}. Use it:\n"
@@ -390,6 +500,64 @@ def train(task_spec: TaskSpec, args: argparse.Namespace) -> int:
 
 def _as_bytes(content: str | bytes) -> bytes:
     return content.encode("utf-8") if isinstance(content, str) else content
+
+
+def _init_run(task_spec: TaskSpec, path: str | Path) -> InitRun:
+    """The run --init-from names, checked to be one that can start this task's model."""
+    tasks = task_spec.transfer.tasks if task_spec.transfer else ()
+    if not tasks:
+        raise SeqnlpError(f"a {task_spec.name} model cannot start from a saved run (no --init-from)")
+    folder = Path(path)
+    if not folder.is_dir():
+        raise SeqnlpError(f"--init-from {path}: no such run folder; pass the folder a {' or '.join(tasks)} training "
+                          "printed")
+    run_dir, config = read_config(folder)
+    if config["task"] not in tasks:
+        raise SeqnlpError(f"--init-from {path} holds a {config['task']} run; a {task_spec.name} model starts from a "
+                          f"{' or '.join(tasks)} run")
+    source = spec(config["task"])
+    return InitRun(run_dir, config["task"], config, settings_of(source, config, str(run_dir / CONFIG_FILE)))
+
+
+def _init_record(init: InitRun) -> dict[str, Any]:
+    """What a run started from, for its config.json and results: the run, its model, scores, commit and time."""
+    trained: dict[str, Any] = {}
+    for path in sorted(init.run_dir.glob("evaluation_*.json")):  # the one written when its training ended
+        try:
+            data = read_json(path)
+        except SeqnlpError:
+            continue
+        if isinstance(data, dict) and "best_step" in data:
+            trained = data
+            break
+    return {"run": str(init.run_dir), "task": init.task, "model": init.describe(),
+            "benchmark": trained.get("benchmark"), "split": trained.get("split"),
+            "scores": {m: trained[m] for m in kind(init.task).metrics if m in trained},
+            "git_commit": trained.get("git_commit"), "train_seconds": trained.get("train_seconds"),
+            **({"init_from": init.config["init_from"]} if init.config.get("init_from") else {})}
+
+
+def _first_step(task_spec: TaskSpec, name: str, bench: Benchmark, args: argparse.Namespace, run_dir: Path) -> Path:
+    """--recipe without --init-from: train the run the recipe starts from, beside `run_dir`; return its folder."""
+    first = spec(task_spec.transfer.tasks[0])  # type: ignore[union-attr]
+    folder = Path(args.init_output) if getattr(args, "init_output", None) else (
+        run_dir.parent / f"{run_dir.name}-{first.name}")
+    typed = vars(args)
+    argv = [*task_spec.recipes[name].first(bench), *shlex.split(getattr(args, "init_args", None) or ""),
+            "--output", str(folder)]
+    for key in ("seed", "device", "precision", "progress"):  # the common settings go to both steps
+        if key in typed:
+            argv += [flag_name(key), str(typed[key])]
+    if "curves" in typed:
+        argv.append("--curves" if typed["curves"] else "--no-curves")
+    try:
+        check_run_dir(folder, resume=False, overwrite="overwrite" in typed and typed["overwrite"])
+    except SeqnlpError as err:
+        raise SeqnlpError(f"{err} (or start from the run there: --init-from {folder})") from None
+    _note(f"recipe {name}, step 1 of 2: python -m seqnlp.tasks.{first.name} {shlex.join(argv)}")
+    train(first, parser(first, "train").parse_args(argv))
+    _note(f"recipe {name}, step 2 of 2: the {task_spec.name} model, starting from {folder}")
+    return folder
 
 
 def _write_results(path: str, task_spec: TaskSpec, evaluation: scoring.Evaluation, model: nn.Module,
@@ -476,6 +644,17 @@ def parser(task_spec: TaskSpec, command: str) -> argparse.ArgumentParser:
         p.add_argument("--output", help=f"run folder (default: runs/{task_spec.name}-<UTC time>)")
         p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run in RUN_DIR, exactly")
         p.add_argument("--results", metavar="FILE", help="write the scored split's metrics as a results JSON")
+        if task_spec.transfer is not None:
+            tasks = " or ".join(task_spec.transfer.tasks)
+            p.add_argument("--init-from", metavar="RUN_DIR", help=f"start the model from a saved {tasks} run: its "
+                           "tokenizer, embedding and encoder (sizes are taken from it); the rest is new")
+        if task_spec.recipes:
+            p.add_argument("--recipe", choices=sorted(task_spec.recipes), help="; ".join(
+                f"{n}: {r.help}" for n, r in task_spec.recipes.items()))
+            p.add_argument("--init-args", metavar="FLAGS", help="--recipe: extra flags for its first step, "
+                           "e.g. \"--time-budget 30\"")
+            p.add_argument("--init-output", metavar="DIR", help="--recipe: the first step's run folder "
+                           "(default: the run folder's name + '-<task>', beside it)")
         return p
     if command == "evaluate":
         p = _Parser(prog=f"{module} evaluate", description=f"Score a saved {task_spec.name} run on a split.")

@@ -53,7 +53,7 @@ from seqnlp.errors import SeqnlpError, check_finite
 from seqnlp.plots import heatmap
 from seqnlp.metrics import accuracy, macro_f1
 from seqnlp.scoring import as_class_names, class_names as label_names
-from seqnlp.tasks.runner import Command, Prepared, Run, TaskSpec, load_run_of, main as run_main
+from seqnlp.tasks.runner import Command, Prepared, Recipe, Run, TaskSpec, Transfer, load_run_of, main as run_main
 from seqnlp.tokenization import LEVELS, UNK, Tokenizer
 from seqnlp.trainer import Output, load_model_weights
 
@@ -108,6 +108,25 @@ class ModelConfig:
                         "probabilities (each step costs that many times more)", min=1)
 
 
+@dataclass
+class FinetuneConfig:
+    """How a classifier started from a language model (--init-from RUN_DIR) is fine-tuned (Howard & Ruder 2018,
+    ULMFiT): lower layers, which hold what the language model learnt, move less and start later."""
+
+    # The layers, from the top: the new pooling + classifier layer, the encoder's layers, the embedding.
+    lr_decay_per_layer: float = opt(1.0, "discriminative learning rates: each layer below the classifier layer "
+                                    "trains at the learning rate of the one above divided by this (ULMFiT: 2.6)",
+                                    min=1)
+    unfreeze_every: float = opt(0.0, "gradual unfreezing: train only the new layers first, then one more layer "
+                                "from the top every N steps (>= 1) or this share of the planned steps (< 1); "
+                                "0 = every layer from the start", min=0)
+    # ULMFiT's second stage: the language model reads the target task's own text before it starts the classifier
+    # (its time counts as pretraining, in --time-budget and in the results).
+    lm_steps: int = opt(0, "before training, fine-tune the language model for this many windows on the training "
+                        "split's text (0 = none)", min=0)
+    lm_lr: float = opt(1e-3, "learning rate of that language-model fine-tuning", gt=0)
+
+
 # Training settings this task starts from, under each benchmark's own preset (flags still win).
 TRAIN_DEFAULTS: dict[str, Any] = {"epochs": 10, "lr": 3e-3, "weight_decay": 0.05, "schedule": "cosine",
                                   "warmup": 0.03}
@@ -154,6 +173,19 @@ class SentimentClassifier(nn.Module):
         self.dropout = Dropout(config.dropout)
         self.head = nn.Linear(self.pooler.output_dim, num_classes)
 
+    def layers(self) -> list[list[nn.Parameter]]:
+        """The trainable parameters by depth, from the top: pooling + classifier layer, encoder layers, embedding."""
+        encoder: dict[int, list[nn.Parameter]] = {}
+        for name, p in self.encoder.named_parameters():
+            encoder.setdefault(int(re.search(r"_l(\d+)", name).group(1)), []).append(p)  # type: ignore[union-attr]
+        depth = [[*self.pooler.parameters(), *self.head.parameters()], *(encoder[k] for k in sorted(encoder, reverse=True)),
+                 [self.embedding.weight]]
+        return [[p for p in layer if p.requires_grad] for layer in depth]
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The trainer's parameter groups: one, or per layer under `self.finetune` (see FinetuneConfig)."""
+        return finetune_groups(self, getattr(self, "finetune", None))
+
     def forward(self, batch: Batch) -> Output:
         """Class scores for each text of the batch, and the mean cross-entropy when labels are given."""
         ids = batch.ids  # (B, T)
@@ -188,12 +220,36 @@ class Ensemble(nn.Module):
             for member in self.members[1:]:
                 member.embedding = self.members[0].embedding
 
+    def layers(self) -> list[list[nn.Parameter]]:
+        """Every member's parameters by depth, from the top (a shared embedding once)."""
+        depths = [member.layers() for member in self.members]
+        return [list({id(p): p for d in depths for p in d[i]}.values()) for i in range(len(depths[0]))]
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The trainer's parameter groups: one, or per layer under `self.finetune` (see FinetuneConfig)."""
+        return finetune_groups(self, getattr(self, "finetune", None))
+
     def forward(self, batch: Batch) -> Output:
         outs = [member(batch) for member in self.members]
         probabilities = torch.stack([o.logits.float().softmax(-1) for o in outs]).mean(0)  # (B, C)
         logits = probabilities.clamp_min(1e-12).log()  # (B, C)
         loss = torch.stack([o.loss for o in outs]).mean() if batch.labels is not None else None  # type: ignore[misc]
         return Output(logits, loss)
+
+
+def finetune_groups(model: nn.Module, finetune: FinetuneConfig | None) -> list[dict[str, Any]]:
+    """Parameter groups for seqnlp.trainer: per layer, from the top, the learning rate divided by
+    `lr_decay_per_layer` once more at each layer down, and layer k trained from step k * `unfreeze_every` on."""
+    if finetune is None or (finetune.lr_decay_per_layer == 1.0 and not finetune.unfreeze_every):
+        return [{"params": list(model.parameters())}]  # the plain optimizer, bit for bit
+    groups = []
+    for k, layer in enumerate(model.layers()):  # type: ignore[operator]
+        start = k * finetune.unfreeze_every
+        if 0 < finetune.unfreeze_every < 1:  # a share of the planned steps: keep it a share (< 1)
+            start = min(start, 0.999)
+        if layer:
+            groups.append({"params": layer, "lr_scale": finetune.lr_decay_per_layer ** -k, "start": start})
+    return groups
 
 
 def build_classifier(config: ModelConfig, vocab_size: int, num_classes: int, pad_id: int = 0) -> nn.Module:
@@ -426,7 +482,8 @@ def prepare(run: Run) -> Prepared:
     t0 = time.perf_counter()
     # Pretraining text joins the vocabulary (its words need rows); a resumed run has its weights already.
     unlabelled = pretraining_texts(config.pretrain) if config.pretrain and not run.resume else []
-    tokenizer = run.tokenizer(TOKENIZER_FILE, lambda: Tokenizer.train(
+    init = run.init
+    tokenizer = run.tokenizer(TOKENIZER_FILE, init.tokenizer if init is not None else lambda: Tokenizer.train(
         (clean(t) for t in [*check_texts(train_cols["text"], run.where("train")), *unlabelled]),
         level=config.tokenizer, vocab_size=config.vocab_size or None, min_frequency=config.min_frequency,
         lowercase=config.lowercase))
@@ -441,7 +498,23 @@ def prepare(run: Run) -> Prepared:
           f"(truncated at {config.max_length}, {config.truncation}); prepared in {time.perf_counter() - t0:.1f}s",
           flush=True)
     model = build_classifier(config, tokenizer.vocab_size, len(names), tokenizer.pad_id)
+    model.finetune = run.settings["finetune"]  # type: ignore[assignment]  (read by param_groups)
     seconds = pretrain_embedding(model, tokenizer, [*train.texts, *unlabelled], config, seed) if unlabelled else 0.0
+    if init is not None:  # the language model's embedding and encoder, exactly; pooling and classifier are new
+        finetune: FinetuneConfig = run.settings["finetune"]
+        weights = None
+        if finetune.lm_steps:
+            from seqnlp.tasks.generation import tune
+
+            begin = time.perf_counter()
+            weights = tune(init, [clean(t) for t in train.texts], finetune.lm_steps, finetune.lm_lr, run.device,
+                           run.bf16, seed)
+            seconds += time.perf_counter() - begin
+        copied = sum(init.copy_into(member, {"embedding.": "embedding.", "encoder.": "encoder."}, weights)
+                     for member in getattr(model, "members", [model]))
+        print(f"started from {init.run_dir} ({init.describe()}): its {tokenizer.level} tokenizer "
+              f"({tokenizer.vocab_size:,} tokens), embedding and {config.layers}-layer encoder ({copied} tensors); "
+              f"the {config.pooling} pooling and the classifier layer are new", flush=True)
     sampler = BucketBatchSampler(lengths, config.batch_size * run.world, shuffle=True, seed=seed)
     return Prepared(model=model, train_batches=lambda epoch: Batches(train, deal(sampler.batches(epoch), run.world),
                                                                     tokenizer.pad_id),
@@ -480,9 +553,11 @@ def describe(settings: dict[str, Any]) -> str:
     bi = "bi-" if config.bidirectional and config.cell != "rnn_tanh" else ""
     vectors = (f", {'frozen ' if config.freeze_embedding else ''}word2vec ({config.pretrain})" if config.pretrain
                else ", frozen random embedding" if config.freeze_embedding else "")
+    started = settings.get("init_from")
     return (f"{config.layers}x{bi}{config.cell} {config.embedding_size}/{config.hidden_size} "
             f"{config.pooling}-pool {config.tokenizer}" + vectors
-            + (f", ensemble of {config.ensemble}" if config.ensemble > 1 else ""))
+            + (f", ensemble of {config.ensemble}" if config.ensemble > 1 else "")
+            + (f", from the language model {started.get('model')}" if isinstance(started, dict) else ""))
 
 
 def report(evaluation: scoring.Evaluation, folder: Path | None) -> None:
@@ -519,16 +594,54 @@ def _predict(args: argparse.Namespace, load_model: Callable[[], SentimentPredict
     return 0
 
 
+def shared_with_language_model(lm: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """What a classifier started from a generation run takes from it: the tokenizer and the sizes of the
+    embedding and the encoder. A forward language model starts a unidirectional classifier (its encoder reads
+    left to right; a backward direction would start from nothing)."""
+    from seqnlp.tasks.generation import DEFAULT_VOCAB
+
+    model, tokens = lm["model"], lm["tokens"]
+    return {"model": {"cell": model.cell, "layers": model.layers, "hidden_size": model.hidden_size,
+                      "embedding_size": model.embedding_size, "bidirectional": False, "tokenizer": tokens.level,
+                      "lowercase": tokens.lowercase, "vocab_size": tokens.vocab_size or DEFAULT_VOCAB.get(tokens.level, 0),
+                      "pretrain": ""}}
+
+
+def _language_model_step(bench: Any) -> list[str]:
+    """The first step of --recipe pretrained: the IMDB language model for IMDB and SST-2 (SST-2's 7k sentences
+    are too little text to learn a language from), else one on the benchmark's own training text."""
+    if bench.name in ("imdb", "sst2"):
+        return ["--benchmark", "imdb_lm"]
+    return ["--dataset", bench.source(), "--train-split", bench.train_split, "--text-column", bench.columns["text"],
+            "--level", "bpe"]
+
+
+# --recipe pretrained: fine-tuning schedule of ULMFiT (Howard & Ruder 2018): discriminative learning rates, gradual
+# unfreezing, and a slanted triangular schedule (a short linear warmup, then linear decay: --schedule linear
+# --warmup 0.1). Max pooling over the unidirectional encoder's outputs keeps what every position read.
+RECIPES = {"pretrained": Recipe(
+    help="train a language model on the benchmark's text (IMDB's train + unlabelled reviews for imdb and sst2) "
+         "unless --init-from names one, then fine-tune a classifier started from it",
+    first=_language_model_step,
+    presets={"*": {"model": {"pooling": "max", "dropout": 0.4, "embedding_dropout": 0.1},
+                   "finetune": {"lr_decay_per_layer": 2.6, "unfreeze_every": 0.1},
+                   "train": {"lr": 2e-3, "schedule": "linear", "warmup": 0.1, "weight_decay": 0.01}},
+             "sst2": {"model": {"pooling": "max", "dropout": 0.4, "embedding_dropout": 0.1, "ensemble": 1,
+                                "freeze_embedding": False, "batch_size": 64},
+                      "finetune": {"lr_decay_per_layer": 2.6, "unfreeze_every": 0.1},
+                      "train": {"lr": 2e-3, "schedule": "linear", "warmup": 0.1, "weight_decay": 0.01}}},
+)}
+
 COMMANDS = {"predict": Command("Classify texts given as arguments, or one per line on stdin.",
                              _predict_arguments, _predict)}
 
 SPEC = TaskSpec(
     name=TASK, summary="Train a text classifier (default: bi-LSTM on IMDB) and score it.",
-    sections={"model": ModelConfig}, default_benchmark="imdb", train_defaults=TRAIN_DEFAULTS, presets=PRESETS,
+    sections={"model": ModelConfig, "finetune": FinetuneConfig}, default_benchmark="imdb", train_defaults=TRAIN_DEFAULTS, presets=PRESETS,
     metric="accuracy", higher_is_better=True, prepare=prepare, load=_load, score=scoring.classification,
     describe=describe, baseline=baselines.fit_tfidf, report=report, onnx=_from_onnx,
     usage=('{module} predict --model {run} "a great film" "a dull film"',),
-    commands=COMMANDS,
+    commands=COMMANDS, transfer=Transfer(tasks=("generation",), shared=shared_with_language_model), recipes=RECIPES,
 )
 
 

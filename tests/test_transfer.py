@@ -1,0 +1,212 @@
+"""Transfer between tasks (issue 17): word and subword language models, a classifier started from one
+(--init-from), its fine-tuning schedule (discriminative learning rates, gradual unfreezing) and the one-command
+chain (--recipe pretrained), on the tiny fixture benchmarks."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+import seqnlp
+from seqnlp import scoring
+from seqnlp.benchmark import parse_benchmark
+from seqnlp.checkpoint import read_model_weights
+from seqnlp.errors import SeqnlpError
+from seqnlp.tasks import runner, spec
+from seqnlp.trainer import TrainConfig, Trainer
+
+FIXTURES = Path(__file__).parent / "fixtures" / "leaderboard"
+COMMON = ["--progress", "off", "--no-curves", "--seed", "0", "--device", "cpu", "--precision", "fp32"]
+LM = ["--benchmark", "tiny_text", "--layers", "1", "--hidden-size", "24", "--embedding-size", "8", "--batch-size", "4",
+      "--seq-length", "8", "--epochs", "2", "--time-budget", "0", "--vocab-size", "300", "--min-frequency", "1"]
+CLASSIFIER = ["--benchmark", "tiny_sentiment", "--batch-size", "8", "--max-length", "24", "--lr", "0.01", "--epochs",
+              "2", "--time-budget", "0"]
+
+
+@pytest.fixture(scope="module")
+def fixtures() -> None:  # type: ignore[misc]
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SEQNLP_TASKS_DIR", str(FIXTURES))
+    mp.delenv("SEQNLP_DATA_DIR", raising=False)
+    yield
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def lms(tmp_path_factory: pytest.TempPathFactory, fixtures: None) -> dict[str, Path]:
+    runs = {}
+    for level in ("word", "bpe"):
+        runs[level] = tmp_path_factory.mktemp(level) / "lm"
+        assert runner.main(spec("generation"), [*LM, *COMMON, "--level", level, "--output", str(runs[level])]) == 0
+    return runs
+
+
+@pytest.mark.parametrize("level", ["word", "bpe"])
+def test_a_word_or_bpe_language_model_trains_saves_loads_and_scores(level: str, lms: dict[str, Path]) -> None:
+    run = lms[level]
+    config = json.loads((run / "config.json").read_text())
+    assert config["tokens"]["level"] == level and config["tokens"]["softmax"] == "auto"
+    lm = seqnlp.load(run)
+    assert lm.tokenizer.level == level and lm.model.adaptive
+    trained = json.loads((run / "evaluation_test.json").read_text())
+    evaluation = scoring.score(lm, "tiny_text")
+    # the same numbers from the saved run as at the end of training, per character and per token
+    assert evaluation.values() == {m: trained[m] for m in ("nats_per_char", "bits_per_char", "perplexity")}
+    tokens = evaluation.details["tokens"]
+    assert 0 < tokens < evaluation.details["n"]  # fewer tokens than characters
+    assert evaluation.details["token_perplexity"] == pytest.approx(math.exp(evaluation.details["nll"] / tokens))
+    # fitting the repeated sentence: far below a uniform guess over the vocabulary, per token
+    assert evaluation.details["token_perplexity"] < lm.tokenizer.vocab_size / 2
+    assert trained["git_commit"] == seqnlp.results.git_commit() and trained["train_seconds"] > 0
+    text = lm.generate("to be", 12, seed=1)
+    assert text.startswith("to be") and len(text) > len("to be") and text == lm.generate("to be", 12, seed=1)
+    assert lm.log_prob("to be or not") < 0
+
+
+def test_the_char_model_stays_the_default(lms: dict[str, Path], tmp_path: Path) -> None:
+    argv = [*LM[:-4], *COMMON, "--output", str(tmp_path / "char"), "--max-steps", "2"]
+    assert runner.main(spec("generation"), argv) == 0
+    lm = seqnlp.load(tmp_path / "char")
+    assert lm.tokenizer.level == "char" and not lm.model.adaptive and isinstance(lm.model.head, torch.nn.Linear)
+    assert len(lm.nll(["to be"])) == 2  # (nats, characters), as before
+
+
+def _capturing(task_spec: runner.TaskSpec, seen: dict) -> runner.TaskSpec:
+    """The same task, keeping a copy of the model's weights as `prepare` hands it to the trainer (step 0)."""
+
+    def prepare(run: runner.Run) -> runner.Prepared:
+        prepared = task_spec.prepare(run)
+        seen.update({k: v.clone() for k, v in prepared.model.state_dict().items()})
+        return prepared
+
+    return replace(task_spec, prepare=prepare)
+
+
+@pytest.mark.parametrize("level", ["word", "bpe"])
+def test_init_from_copies_the_embedding_and_encoder_exactly_and_carries_the_tokenizer(
+        level: str, lms: dict[str, Path], tmp_path: Path) -> None:
+    seen: dict[str, torch.Tensor] = {}
+    out = tmp_path / "clf"
+    argv = [*CLASSIFIER, *COMMON, "--init-from", str(lms[level]), "--output", str(out)]
+    assert runner.main(_capturing(spec("sentiment"), seen), argv) == 0
+    lm = read_model_weights(lms[level] / "model.safetensors")
+    copied = [k for k in seen if k.startswith(("embedding.", "encoder."))]
+    assert "embedding.weight" in copied and "encoder.weight_hh_l0" in copied
+    for name in copied:
+        assert torch.equal(seen[name], lm[name]), name
+    assert not any(k.endswith("_reverse") for k in seen)  # a forward LM starts a unidirectional classifier
+    assert (out / "tokenizer.json").read_text() == (lms[level] / "tokenizer.json").read_text()
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["hidden_size"] == 24 and config["model"]["tokenizer"] == level
+    assert config["init_from"]["run"] == str(lms[level]) and config["init_from"]["task"] == "generation"
+    assert seqnlp.load(out).predict(["to be"])[0]["label"] in ("0", "1")
+
+
+def test_init_from_refuses_another_task_other_sizes_and_a_missing_folder(
+        lms: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    clf = tmp_path / "clf"
+    assert runner.main(spec("sentiment"), [*CLASSIFIER, *COMMON, "--init-from", str(lms["bpe"]), "--output", str(clf),
+                                           "--max-steps", "1"]) == 0
+    capsys.readouterr()
+    cases = {"holds a sentiment run; a sentiment model starts from a generation run": ["--init-from", str(clf)],
+             "--hidden-size 32 does not fit": ["--init-from", str(lms["bpe"]), "--hidden-size", "32"],
+             "--cell gru does not fit": ["--init-from", str(lms["bpe"]), "--cell", "gru"],
+             "--bidirectional True does not fit": ["--init-from", str(lms["bpe"]), "--bidirectional"],
+             "no such run folder": ["--init-from", str(tmp_path / "nowhere")]}
+    for i, (message, flags) in enumerate(cases.items()):
+        assert runner.main(spec("sentiment"), [*CLASSIFIER, *COMMON, *flags, "--output", str(tmp_path / str(i))]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / str(i)).exists()
+
+
+def test_the_recipe_trains_the_language_model_then_the_classifier_and_names_it(
+        fixtures: None, tmp_path: Path) -> None:
+    out, results = tmp_path / "clf", tmp_path / "results.json"
+    lm_flags = '--layers 1 --hidden-size 16 --embedding-size 8 --batch-size 4 --seq-length 8 --epochs 1 ' \
+               '--time-budget 0 --vocab-size 300 --min-frequency 1'
+    argv = [*CLASSIFIER, *COMMON, "--recipe", "pretrained", "--init-args", lm_flags, "--output", str(out),
+            "--results", str(results)]
+    assert runner.main(spec("sentiment"), argv) == 0
+    lm_dir = tmp_path / "clf-generation"
+    assert json.loads((lm_dir / "config.json").read_text())["tokens"]["level"] == "bpe"
+    result = json.loads(results.read_text())
+    init = result["extra"]["init_from"]
+    lm_eval = json.loads((lm_dir / "evaluation_test.json").read_text())
+    assert init["run"] == str(lm_dir) and init["scores"]["nats_per_char"] == lm_eval["nats_per_char"]
+    assert init["git_commit"] == result["git_commit"] and init["model"] == "1xlstm 8/16 bpe 300 adaptive"
+    # both times are counted: the classifier's fine-tuning and the language model's training
+    assert result["train_seconds"] == pytest.approx(result["extra"]["finetune_seconds"] + init["train_seconds"])
+    assert result["config"]["recipe"] == "pretrained" and result["config"]["finetune"]["lr_decay_per_layer"] == 2.6
+    # the recipe's classifier resumes like any run (the starting weights come from its checkpoint then)
+    assert runner.main(spec("sentiment"), ["--resume", str(out)]) == 0
+
+
+def test_discriminative_learning_rates_and_gradual_unfreezing(tmp_path: Path) -> None:
+    import trainer_prog
+
+    config = TrainConfig(epochs=1, max_steps=6, lr=0.01, progress="off", curves=False, eval_every=3)
+    model = trainer_prog.TinyClassifier(dropout=0.0)
+    snapshots: list[torch.Tensor] = []
+    model.on_forward = lambda calls: snapshots.append(model.embed.weight.detach().clone())
+    model.param_groups = lambda: [{"params": list(model.head.parameters()), "lr_scale": 1.0, "start": 0},  # type: ignore[attr-defined]
+                                  {"params": list(model.rnn.parameters()), "lr_scale": 0.5, "start": 0},
+                                  {"params": [model.embed.weight], "lr_scale": 0.25, "start": 3}]
+    trainer = Trainer(model, config, tmp_path / "run", train_batches=trainer_prog.train_batches(8, 1, 0),
+                      evaluate=trainer_prog.evaluate, metric="accuracy", higher_is_better=True)
+    trainer.fit()
+    # frozen for steps 0-2 (forward k sees the weights after k - 1 steps), trained from step 3 on
+    assert all(torch.equal(snapshots[0], s) for s in snapshots[:4]) and not torch.equal(snapshots[3], snapshots[4])
+    rates = [g["lr"] for g in trainer._optimizer.param_groups]
+    assert rates[0] > 0 and rates == pytest.approx([rates[0], rates[0], rates[0] / 2, rates[0] / 2, rates[0] / 4])
+
+
+def test_the_classifier_groups_its_layers_from_the_top(lms: dict[str, Path]) -> None:
+    from seqnlp.tasks.sentiment import FinetuneConfig, ModelConfig, build_classifier
+
+    model = build_classifier(ModelConfig(layers=2, bidirectional=False, embedding_size=8, hidden_size=8), 50, 2)
+    assert model.param_groups() == [{"params": list(model.parameters())}]  # no schedule: the plain optimizer
+    model.finetune = FinetuneConfig(lr_decay_per_layer=2.0, unfreeze_every=0.3)
+    groups = model.param_groups()
+    assert [g["lr_scale"] for g in groups] == [1.0, 0.5, 0.25, 0.125]  # head, encoder l1, encoder l0, embedding
+    assert [g["start"] for g in groups] == pytest.approx([0.0, 0.3, 0.6, 0.9])
+    assert groups[3]["params"] == [model.embedding.weight]
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+def test_splits_joined_by_plus_and_a_carved_scored_part(tmp_path: Path) -> None:
+    from seqnlp.data import load_split
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text("".join(json.dumps({"text": f"t{i}"}) + "\n" for i in range(6)))
+    (folder / "extra.jsonl").write_text("".join(json.dumps({"text": f"e{i}"}) + "\n" for i in range(4)))
+    assert list(load_split(str(folder), "train+extra")["text"]) == [*(f"t{i}" for i in range(6)), *(f"e{i}" for i in range(4))]
+    raw = {"name": "b", "version": 1, "task": "generation", "description": "d",
+           "dataset": {"hub_id": str(folder), "mirror": "", "train_split": "train+extra", "validation_split": "",
+                       "validation_fraction": 0.2, "test_split": "", "test_fraction": 0.2},
+           "columns": {"text": "text"},
+           "metric": {"primary": "nats_per_char", "higher_is_better": False, "all": ["nats_per_char"]}}
+    bench = parse_benchmark(raw)
+    parts = {role: list(bench.load_split(role)["text"]) for role in ("train", "validation", "test")}
+    assert [len(p) for p in parts.values()] == [6, 2, 2]
+    assert sorted(sum(parts.values(), [])) == sorted(load_split(str(folder), "train+extra")["text"])
+    with pytest.raises(SeqnlpError, match="test_split = \"\" too"):
+        parse_benchmark({**raw, "dataset": {**raw["dataset"], "test_split": "x"}})
+
+
+def test_the_language_model_can_read_the_target_text_first(lms: dict[str, Path], tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    seen: dict[str, torch.Tensor] = {}
+    argv = [*CLASSIFIER, *COMMON, "--init-from", str(lms["bpe"]), "--lm-steps", "3", "--output", str(tmp_path / "c"),
+            "--max-steps", "1", "--results", str(tmp_path / "r.json")]
+    assert runner.main(_capturing(spec("sentiment"), seen), argv) == 0
+    assert "language model tuned on the target text: 3 windows" in capsys.readouterr().out
+    lm = read_model_weights(lms["bpe"] / "model.safetensors")
+    assert not torch.equal(seen["encoder.weight_hh_l0"], lm["encoder.weight_hh_l0"])  # moved by the 3 windows
+    assert json.loads((tmp_path / "r.json").read_text())["extra"]["pretrain_seconds"] > 0
