@@ -636,6 +636,13 @@ class _OnnxCharRNN(nn.Module):
         logits, *new = self.part(tokens, *(state if isinstance(state, tuple) else (state,)))  # (N, V)
         return logits, (tuple(new) if len(new) == 2 else new[0])
 
+    def features(self, ids: Tensor, lengths: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        return self.run(ids, lengths, state)  # the exported step ends in the logits: they are its features
+
+    def target_nll(self, logits: Tensor, targets: Tensor) -> Tensor:
+        """Summed NLL (nats) of `targets` (B, T) given `logits` (B, T, V); positions holding -100 count 0."""
+        return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="sum")
+
     def run(self, ids: Tensor, lengths: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """ids (B, T), lengths (B,) → logits (B, T, V) and each row's state after its own last character."""
         logits = []
