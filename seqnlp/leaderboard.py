@@ -214,7 +214,7 @@ def render_markdown(results_dir: str | Path = "results", *, references: bool = T
     for name in names:
         bench = load_benchmark(name)
         others = [m for m in bench.metrics if m != bench.metric]
-        lines += [f"### {bench.name}: {bench.metric} {_arrow(bench.metric)} on `{bench.test_split}` "
+        lines += [f"### {bench.name}: {bench.metric} {_arrow(bench.metric)} on `{bench.split_name()}` "
                   f"(benchmark version {bench.version})", ""]
         ranked, skipped = rank(by_bench.pop(bench.name, []), bench)
         head = ["rank", "model", f"{bench.metric} {_arrow(bench.metric)}"] + [f"{m} {_arrow(m)}" for m in others] + [
