@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seqnlp.precision import choose_bf16, compare
+from seqnlp.precision import choose, choose_bf16, compare
 from seqnlp.errors import SeqnlpError
 
 State = Tensor | tuple[Tensor, Tensor]
@@ -72,6 +72,9 @@ _SEGMENT_CALL = 2.0
 _SEGMENT_ALIGN = 8
 _SEGMENT_GAIN = 0.8
 _SEGMENT_MIN_ROWS = 16
+# Only oneDNN's LSTM gained from it here (bf16: 0.43 -> 0.35 s for benchmarks/encoders.py's uniform mix); a GRU,
+# which runs PyTorch's per-step kernel, did not (fp32 0.64 s both ways, bf16 0.49 -> 0.65 s).
+_SEGMENT_CELLS = ("lstm",)
 
 
 def plan_segments(lengths: list[int], steps: int) -> list[tuple[int, int, int]] | None:
@@ -232,6 +235,7 @@ class RNNEncoder(nn.Module):
         self.zero_padding = zero_padding
         self.weight_dropout = weight_dropout
         self.variational = variational
+        self._kernel: str | None = None  # "onednn" / "native" forces the fp32 LSTM kernel (the probe's pairs)
         gates = GATES[cell] * hidden_size
         for layer in range(num_layers):
             layer_input = input_size if layer == 0 else hidden_size * self.num_directions
@@ -317,11 +321,13 @@ class RNNEncoder(nn.Module):
                  "directions": self.num_directions, "batch": rows, "threads": torch.get_num_threads()}
         return choose_bf16(self.cell, sizes, device, lambda: self._probe(device, rows))
 
-    def _probe(self, device: torch.device, rows: int) -> tuple[float, float]:
-        """Seconds of one forward+backward of this cell and these sizes in fp32 and in bf16 (medians).
+    def _probe(self, device: torch.device, rows: int, variants: tuple[dict[str, str], dict[str, str]] = (
+            {"precision": "fp32"}, {"precision": "bf16"})) -> tuple[float, float]:
+        """Seconds of one forward+backward of this cell and these sizes in two variants (medians, interleaved).
 
-        A fresh pair of encoders on a random right-padded batch of `rows` x `_PROBE_TOKENS / rows` steps
-        (the hold-column path real batches take); the caller's RNG state, autocast and grad mode are left as
+        Variants are RNNEncoder settings: fp32 against bf16 by default, or the two fp32 LSTM kernels. A fresh
+        pair of encoders on a random right-padded batch of `rows` x `_PROBE_TOKENS / rows` steps (the
+        hold-column path real batches take); the caller's RNG state, autocast and grad mode are left as
         they were.
         """
         steps = max(8, min(64, _PROBE_TOKENS // rows))
@@ -329,8 +335,12 @@ class RNNEncoder(nn.Module):
         with torch.random.fork_rng(devices=cuda), torch.inference_mode(False), torch.enable_grad(), \
                 torch.autocast(device_type=device.type, enabled=False):
             torch.manual_seed(0)
-            pair = [RNNEncoder(self.cell, self.input_size, self.hidden_size, self.num_layers, self.bidirectional,
-                               precision=p).to(device) for p in ("fp32", "bf16")]
+            pair = []
+            for variant in variants:
+                encoder = RNNEncoder(self.cell, self.input_size, self.hidden_size, self.num_layers,
+                                     self.bidirectional, precision=variant.get("precision", "fp32")).to(device)
+                encoder._kernel = variant.get("kernel")
+                pair.append(encoder)
             pair[1].load_state_dict(pair[0].state_dict())
             x = torch.randn(rows, steps, self.input_size, device=device, requires_grad=True)  # (B, T, E)
             # Lengths as a length-bucketed batch has them: close together, some rows padded.
@@ -346,6 +356,23 @@ class RNNEncoder(nn.Module):
 
             sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
             return compare(lambda: run(pair[0]), lambda: run(pair[1]), sync=sync)
+
+    def _native_lstm(self, device: torch.device, rows: int) -> bool:
+        """Whether an fp32 LSTM call over `rows` rows runs PyTorch's own kernel rather than oneDNN's (measured).
+
+        On this project's Xeon oneDNN's fp32 LSTM was the faster on 256 rows (117 vs 130 ms forward+backward,
+        H=128) and the slower on the segments of a spread batch (0.77 vs 0.68 s for the 2-layer bi-LSTM of
+        benchmarks/encoders.py), so each row bucket is timed once per machine.
+        """
+        if self._kernel is not None:
+            return self._kernel == "native"
+        if device.type != "cpu" or not torch.backends.mkldnn.is_available() or not torch.backends.mkldnn.enabled:
+            return False
+        bucket = _probe_rows(rows)
+        sizes = {"input": self.input_size, "hidden": self.hidden_size, "layers": self.num_layers,
+                 "directions": self.num_directions, "batch": bucket, "threads": torch.get_num_threads()}
+        return choose("lstm_fp32", sizes, device, lambda: self._probe(device, bucket, (
+            {"kernel": "onednn"}, {"kernel": "native"}))) == "native"
 
     def _run(self, x: Tensor, hold: Tensor | None, hx: State | None, suffixes: list[str]) -> tuple[Tensor, State]:
         """One layer through the fused kernel, in one direction or (suffixes of both) in both at once.
@@ -380,7 +407,10 @@ class RNNEncoder(nn.Module):
             hx = (zeros, zeros) if self.cell == "lstm" else zeros
         x = x.contiguous()  # (T, B, In); a no-op after the cat
         if self.cell == "lstm":
-            out, h_n, c_n = torch.lstm(x, hx, weights, True, 1, 0.0, self.training, both, False)
+            native = x.dtype == torch.float32 and not torch.is_autocast_enabled(x.device.type) \
+                and self._native_lstm(x.device, x.shape[1])
+            with native_kernels() if native else contextlib.nullcontext():
+                out, h_n, c_n = torch.lstm(x, hx, weights, True, 1, 0.0, self.training, both, False)
             return out.transpose(0, 1), (h_n, c_n)  # (B, T, H*dirs) view
         out, h_n = _FUSED[self.cell](x, hx, weights, True, 1, 0.0, self.training, both, False)
         return out.transpose(0, 1), h_n  # (B, T, H*dirs) view
@@ -462,7 +492,8 @@ class RNNEncoder(nn.Module):
         # Steps after the longest row only hold padding: skip them and pad the outputs back at the end.
         steps = int(lengths.max())
         x = x[:, :steps].float()  # (B, T', E)
-        plan = plan_segments(lengths.tolist(), steps) if batch >= _SEGMENT_MIN_ROWS else None
+        segments = self.cell in _SEGMENT_CELLS and batch >= _SEGMENT_MIN_ROWS
+        plan = plan_segments(lengths.tolist(), steps) if segments else None
         if plan is not None:  # mostly padding: rows longest first, so that each segment runs a prefix of them
             order = torch.argsort(lengths, descending=True, stable=True)  # (B,)
             lengths, x = lengths[order], x.index_select(0, order)  # (B,), (B, T', E)

@@ -8,11 +8,13 @@ faster one (bf16 must win by `MARGIN`: on a tie fp32's exactness wins), and reme
 keyed by the device model and torch version, so a machine measures each shape once.
 
     SEQNLP_CACHE_DIR        the cache folder (else $XDG_CACHE_HOME/seqnlp, else ~/.cache/seqnlp)
-    SEQNLP_AUTO_PRECISION   fix the decision instead of measuring: "bf16" or "fp32" for everything, or per
-                            kind, e.g. "lstm=bf16,gru=fp32,linear=bf16" (a kind not named is measured)
+    SEQNLP_AUTO_PRECISION   fix the decision instead of measuring: "bf16" or "fp32" for every precision, or
+                            per kind, e.g. "lstm=bf16,gru=fp32,linear=bf16" (a kind not named is measured)
 
-Kinds: a recurrent cell name ("lstm", "gru", "rnn_tanh", "rnn_relu"; seqnlp.encoders.RNNEncoder) and
-"linear" (the autocast around a whole model: seqnlp.device.bf16_fast).
+Kinds: a recurrent cell name ("lstm", "gru", "rnn_tanh", "rnn_relu"; seqnlp.encoders.RNNEncoder), "linear"
+(the autocast around a whole model: seqnlp.device.bf16_fast), and "lstm_fp32": which kernel runs an fp32 LSTM
+on the CPU, oneDNN's or PyTorch's own (oneDNN's wins on large batches, the native one on small ones; where
+the line falls depends on the CPU).
 """
 
 from __future__ import annotations
@@ -34,11 +36,13 @@ from seqnlp.errors import SeqnlpError
 CACHE_FILE = "precision.json"
 ENV_CACHE = "SEQNLP_CACHE_DIR"
 ENV_FIXED = "SEQNLP_AUTO_PRECISION"
-KINDS = ("lstm", "gru", "rnn_tanh", "rnn_relu", "linear")
+# Each kind and its two options, the first the default (kept on a tie).
+KINDS = {"lstm": ("fp32", "bf16"), "gru": ("fp32", "bf16"), "rnn_tanh": ("fp32", "bf16"),
+         "rnn_relu": ("fp32", "bf16"), "linear": ("fp32", "bf16"), "lstm_fp32": ("onednn", "native")}
 MARGIN = 1.05  # bf16 is chosen only when fp32 takes at least this many times as long
 _VERSION = 1
 _MAX_CACHE_BYTES = 1 << 20
-_memo: dict[tuple[str, str], bool] = {}
+_memo: dict[tuple[str, str], str] = {}
 
 
 def cache_path() -> Path:
@@ -65,8 +69,8 @@ def machine_key(device: torch.device | str) -> str:
     return f"{device_model(torch.device(device))} | torch {torch.__version__}"
 
 
-def fixed_choice(kind: str) -> bool | None:
-    """The decision SEQNLP_AUTO_PRECISION fixes for `kind` (True = bf16), or None to measure."""
+def fixed_choice(kind: str) -> str | None:
+    """The option SEQNLP_AUTO_PRECISION fixes for `kind`, or None to measure."""
     value = os.environ.get(ENV_FIXED, "").strip()
     if not value:
         return None
@@ -75,12 +79,14 @@ def fixed_choice(kind: str) -> bool | None:
         name, sep, setting = part.strip().rpartition("=")
         if not sep:
             name, setting = "*", part.strip()
-        if setting not in ("bf16", "fp32") or name not in ("*", *KINDS):
-            raise SeqnlpError(f"{ENV_FIXED}={value!r}: use bf16, fp32 or kind=bf16|fp32 pairs separated by commas "
-                              f"(e.g. lstm=bf16,gru=fp32; kinds: {', '.join(KINDS)})")
-        if name in ("*", kind):
-            choice = setting if name == kind or choice is None else choice
-    return None if choice is None else choice == "bf16"
+        valid = ("fp32", "bf16") if name == "*" else KINDS.get(name, ())
+        if setting not in valid:
+            pairs = "; ".join(f"{k}={'|'.join(v)}" for k, v in KINDS.items())
+            raise SeqnlpError(f"{ENV_FIXED}={value!r}: use bf16 or fp32 for every precision, or kind=option pairs "
+                              f"separated by commas ({pairs})")
+        if name == kind or (name == "*" and choice is None and setting in KINDS.get(kind, ())):
+            choice = setting
+    return choice
 
 
 def compare(fp32: Callable[[], Any], bf16: Callable[[], Any], *, min_repeats: int = 3, max_repeats: int = 9,
@@ -123,11 +129,11 @@ def _read_cache(path: Path) -> dict[str, Any]:
     return data
 
 
-def _lookup(data: dict[str, Any], machine: str, entry: str) -> bool | None:
+def _lookup(data: dict[str, Any], machine: str, entry: str, options: tuple[str, str]) -> str | None:
     record = data.get("machines", {}).get(machine)
     record = record.get(entry) if isinstance(record, dict) else None
-    if isinstance(record, dict) and isinstance(record.get("bf16"), bool):
-        return record["bf16"]
+    if isinstance(record, dict) and record.get("choice") in options:
+        return record["choice"]
     return None
 
 
@@ -146,13 +152,15 @@ def _store(path: Path, machine: str, entry: str, record: dict[str, Any]) -> None
         pass
 
 
-def choose_bf16(kind: str, sizes: Mapping[str, Any], device: torch.device | str,
-                measure: Callable[[], tuple[float, float]]) -> bool:
-    """Whether `kind` at `sizes` runs faster in bf16 than in fp32 on `device`.
+def choose(kind: str, sizes: Mapping[str, Any], device: torch.device | str,
+           measure: Callable[[], tuple[float, float]]) -> str:
+    """Which of `kind`'s two options (KINDS) runs `kind` at `sizes` faster on `device`.
 
     Answered by SEQNLP_AUTO_PRECISION when it names the kind, else by this process's earlier answer, else by
-    the cache file, else by `measure()` (→ fp32 seconds, bf16 seconds), whose answer is then cached.
+    the cache file, else by `measure()` (→ seconds of the first option, of the second), whose answer is then
+    cached. The second option must be faster by MARGIN.
     """
+    options = KINDS[kind]
     fixed = fixed_choice(kind)
     if fixed is not None:
         return fixed
@@ -161,15 +169,21 @@ def choose_bf16(kind: str, sizes: Mapping[str, Any], device: torch.device | str,
     key = (f"{path}|{machine}", entry)
     if key in _memo:
         return _memo[key]
-    found = _lookup(_read_cache(path), machine, entry)
+    found = _lookup(_read_cache(path), machine, entry, options)
     if found is None:
-        fp32_s, bf16_s = measure()
-        found = bf16_s * MARGIN < fp32_s
-        _store(path, machine, entry, {"bf16": found, "fp32_ms": round(1e3 * fp32_s, 3),
-                                      "bf16_ms": round(1e3 * bf16_s, 3),
+        first_s, second_s = measure()
+        found = options[1] if second_s * MARGIN < first_s else options[0]
+        _store(path, machine, entry, {"choice": found, f"{options[0]}_ms": round(1e3 * first_s, 3),
+                                      f"{options[1]}_ms": round(1e3 * second_s, 3),
                                       "measured": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
     _memo[key] = found
     return found
+
+
+def choose_bf16(kind: str, sizes: Mapping[str, Any], device: torch.device | str,
+                measure: Callable[[], tuple[float, float]]) -> bool:
+    """Whether `kind` at `sizes` runs faster in bf16 than in fp32 on `device` (`choose`; measure → fp32 s, bf16 s)."""
+    return choose(kind, sizes, device, measure) == "bf16"
 
 
 def forget() -> None:

@@ -48,7 +48,7 @@ def _datasets_cache(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[n
 
 # What precision="auto" picks is measured on the machine (seqnlp.precision); tests fix it instead, the same on
 # every machine, and keep any cache file out of the user's folder. Subprocess tests inherit both.
-FIXED_PRECISION = "lstm=bf16,gru=fp32,rnn_tanh=fp32,rnn_relu=fp32,linear=bf16"
+FIXED_PRECISION = "lstm=bf16,gru=fp32,rnn_tanh=fp32,rnn_relu=fp32,linear=bf16,lstm_fp32=onednn"
 
 
 @pytest.fixture(autouse=True, scope="session")

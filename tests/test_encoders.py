@@ -7,6 +7,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+import seqnlp.encoders as encoders
 from seqnlp.encoders import (POOL_MODES, Dropout, LockedDropout, Pooler, RNNEncoder, detach_state, keep_mask,
                              plan_segments, reverse_within_lengths)
 from seqnlp.errors import SeqnlpError
@@ -441,6 +442,8 @@ def test_spread_lengths_run_in_segments_that_cover_the_real_steps() -> None:
 @pytest.mark.parametrize("with_state", [False, True])
 def test_segmented_runs_match_packed(cell: str, bidirectional: bool, with_state: bool,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # Segments serve LSTMs only, where they pay; the code is cell-generic and kept exact for every cell.
+    monkeypatch.setattr(encoders, "_SEGMENT_CELLS", tuple(CELLS))
     calls: list[int] = []
     original = RNNEncoder._run_segments
     monkeypatch.setattr(RNNEncoder, "_run_segments", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
@@ -475,3 +478,15 @@ def test_segmented_bf16_stays_close_to_fp32() -> None:
     (out32, (h32, c32)), (out16, (h16, c16)) = fp32(x, SPREAD), bf16(x, SPREAD)
     assert max_diff((out32, h32, c32), (out16, h16, c16)) < 0.05
     assert not torch.equal(out32, out16)
+
+
+@pytest.mark.parametrize("kernel", ["onednn", "native"])
+def test_both_fp32_lstm_kernels_match_packed(kernel: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEQNLP_AUTO_PRECISION", f"lstm_fp32={kernel}")
+    module = torch_module("lstm", 2, True)
+    encoder = RNNEncoder.from_torch(module)
+    for lengths in (SPREAD, LENGTHS):  # in segments, and in one call for both directions
+        x = batch(lengths)
+        outputs, final = encoder(x, lengths)
+        ref_out, ref_state = packed_run(module, x, lengths)
+        assert max_diff(outputs, ref_out) <= 1e-5 and max_diff(final, ref_state) <= 1e-5

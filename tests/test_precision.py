@@ -82,7 +82,7 @@ def test_a_decision_is_cached_per_machine_and_read_back(measured: Path) -> None:
     data = json.loads(measured.read_text())
     machine = precision.machine_key("cpu")
     assert torch.__version__ in machine
-    assert data["machines"][machine]["lstm hidden=8 batch=64"]["bf16"] is True
+    assert data["machines"][machine]["lstm hidden=8 batch=64"]["choice"] == "bf16"
     precision.forget()
     assert precision.choose_bf16("lstm", {"hidden": 8, "batch": 64}, "cpu", never) is True  # from the file
     assert calls == [1]
@@ -107,7 +107,7 @@ def test_a_damaged_cache_is_ignored_and_rewritten(measured: Path, damage: bytes)
     assert precision.choose_bf16("gru", {"hidden": 8}, "cpu", measure(3.0, 1.0, calls)) is True
     assert calls == [1]
     data = json.loads(measured.read_text())
-    assert data["machines"][precision.machine_key("cpu")]["gru hidden=8"]["bf16"] is True
+    assert data["machines"][precision.machine_key("cpu")]["gru hidden=8"]["choice"] == "bf16"
 
 
 def test_an_unwritable_cache_folder_is_no_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -139,7 +139,11 @@ def test_the_environment_fixes_the_decision(measured: Path, monkeypatch: pytest.
     assert precision.choose_bf16("lstm", {}, "cpu", never) is True
     monkeypatch.setenv(precision.ENV_FIXED, "lstm=fp32")  # kinds not named are measured
     assert precision.choose_bf16("gru", {}, "cpu", measure(3.0, 1.0)) is True
-    for bad in ("fp16", "lstn=bf16", "lstm=", "=bf16"):
+    monkeypatch.setenv(precision.ENV_FIXED, "bf16,lstm_fp32=native")  # a bare precision leaves kernels alone
+    assert precision.choose("lstm_fp32", {}, "cpu", never) == "native"
+    monkeypatch.setenv(precision.ENV_FIXED, "bf16")
+    assert precision.choose("lstm_fp32", {}, "cpu", measure(1.0, 3.0)) == "onednn"
+    for bad in ("fp16", "lstn=bf16", "lstm=", "=bf16", "lstm=native", "native"):
         monkeypatch.setenv(precision.ENV_FIXED, bad)
         with pytest.raises(SeqnlpError, match="SEQNLP_AUTO_PRECISION"):
             precision.choose_bf16("lstm", {}, "cpu", never)
@@ -184,3 +188,32 @@ def test_the_model_wide_autocast_is_measured_too(measured: Path, monkeypatch: py
     rng = torch.get_rng_state()
     fp32_s, bf16_s = seqnlp.device._probe_linear()
     assert torch.equal(torch.get_rng_state(), rng) and fp32_s > 0 and bf16_s > 0
+
+
+def test_an_fp32_lstm_runs_the_kernel_measured_faster(measured: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import seqnlp.encoders as encoders
+
+    probes: list[tuple[tuple, int]] = []
+
+    def fake_probe(self: RNNEncoder, device: torch.device, rows: int, variants=None):  # type: ignore[no-untyped-def]
+        probes.append((tuple(v.get("kernel") for v in variants), rows))
+        return (2.0, 1.0) if rows <= 32 else (1.0, 2.0)  # native wins on few rows only
+
+    entered: list[int] = []
+    real_native = encoders.native_kernels
+
+    def spy():  # type: ignore[no-untyped-def]
+        entered.append(1)
+        return real_native()
+
+    monkeypatch.setattr(RNNEncoder, "_probe", fake_probe)
+    monkeypatch.setattr(encoders, "native_kernels", spy)
+    encoder = RNNEncoder("lstm", 4, 6, precision="fp32")
+    lengths = torch.tensor([5, 3] * 8)  # 16 rows
+    encoder(torch.randn(16, 5, 4), lengths)
+    assert probes == [(("onednn", "native"), 16)] and entered == [1]
+    encoder(torch.randn(64, 5, 4), torch.tensor([5, 3] * 32))
+    assert probes[-1] == (("onednn", "native"), 64) and entered == [1]  # oneDNN on 64 rows
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # a bf16 recurrence never asks
+        RNNEncoder("lstm", 4, 6, precision="bf16")(torch.randn(16, 5, 4), lengths)
+    assert len(probes) == 2
