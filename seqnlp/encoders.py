@@ -323,7 +323,7 @@ class RNNEncoder(nn.Module):
 
     def _probe(self, device: torch.device, rows: int, variants: tuple[dict[str, str], dict[str, str]] = (
             {"precision": "fp32"}, {"precision": "bf16"})) -> tuple[float, float]:
-        """Seconds of one forward+backward of this cell and these sizes in two variants (medians, interleaved).
+        """Seconds of one forward+backward of this cell and these sizes in two variants (fastest, interleaved).
 
         Variants are RNNEncoder settings: fp32 against bf16 by default, or the two fp32 LSTM kernels. A fresh
         pair of encoders on a random right-padded batch of `rows` x `_PROBE_TOKENS / rows` steps (the

@@ -3,7 +3,7 @@
 Whether bf16 autocast pays depends on the CPU more than on the model: on an Intel Xeon with AMX a bf16
 bi-LSTM runs about twice its fp32 speed, while on an AMD EPYC with avx512_bf16 but no AMX the LSTM gains less
 and a GRU gains more than on the Xeon. No rule read off CPU flags holds on both, so "auto" times a short
-forward+backward of the actual layer shape in fp32 and in bf16 (interleaved repetitions, medians), keeps the
+forward+backward of the actual layer shape in fp32 and in bf16 (interleaved repetitions, the fastest of each), keeps the
 faster one (bf16 must win by `MARGIN`: on a tie fp32's exactness wins), and remembers the answer in a JSON file
 keyed by the device model and torch version, so a machine measures each shape once.
 
@@ -23,7 +23,6 @@ import datetime as _dt
 import functools
 import json
 import os
-import statistics
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -92,10 +91,12 @@ def fixed_choice(kind: str) -> str | None:
 def compare(fp32: Callable[[], Any], bf16: Callable[[], Any], *, min_repeats: int = 3, max_repeats: int = 9,
             budget_s: float = 0.6, timer: Callable[[], float] = time.perf_counter,
             sync: Callable[[], Any] = lambda: None) -> tuple[float, float]:
-    """Median seconds of one call of fp32() and of bf16(), after a warm-up call of each.
+    """Fastest seconds of one call of fp32() and of bf16(), after a warm-up call of each.
 
     The two alternate, and which one goes first alternates too, so load that drifts during the probe falls on
-    both; repetitions continue past `min_repeats` while the timed part has taken under `budget_s`.
+    both; the fastest call counts because other processes only ever add time (a busy shared machine made
+    single calls up to 30x slower). Repetitions continue past `min_repeats` while the timed part has taken
+    under `budget_s`.
     """
     fp32()
     bf16()
@@ -109,7 +110,7 @@ def compare(fp32: Callable[[], Any], bf16: Callable[[], Any], *, min_repeats: in
             (fp32 if which == 0 else bf16)()
             sync()
             times[which].append(timer() - start)
-    return statistics.median(times[0]), statistics.median(times[1])
+    return min(times[0]), min(times[1])
 
 
 def _entry_name(kind: str, sizes: Mapping[str, Any]) -> str:

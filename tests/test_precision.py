@@ -54,12 +54,23 @@ def never() -> tuple[float, float]:
     raise AssertionError("measured although the answer was known")
 
 
-def test_compare_interleaves_after_a_warm_up_and_takes_medians() -> None:
+def test_compare_interleaves_after_a_warm_up_and_takes_the_fastest() -> None:
     clock = FakeClock()
     fp32, bf16 = clock.work("a", 0.25), clock.work("b", 0.125)
     assert precision.compare(fp32, bf16, min_repeats=3, max_repeats=4, budget_s=10.0, timer=clock) == (0.25, 0.125)
     # one warm-up each, then pairs whose order alternates (drifting load falls on both sides)
     assert clock.calls == ["a", "b", "a", "b", "b", "a", "a", "b", "b", "a"]
+
+
+def test_compare_counts_the_fastest_call_so_a_load_spike_does_not_decide() -> None:
+    clock = FakeClock()
+    slow = iter([0.5, 9.0, 9.0, 0.5])  # warm-up, then two of three timed fp32 calls hit busy moments
+
+    def fp32() -> None:
+        clock.now += next(slow, 0.5)
+
+    assert precision.compare(fp32, clock.work("b", 0.75), min_repeats=3, max_repeats=3, budget_s=0.0,
+                             timer=clock) == (0.5, 0.75)
 
 
 def test_compare_stops_at_its_budget_but_not_before_min_repeats() -> None:
