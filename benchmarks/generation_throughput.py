@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from seqnlp.precision import describe
+from seqnlp.summary import describe_precision
 from seqnlp.tasks.generation import CharLM, CharRNN, ModelConfig, Windows
 from seqnlp.tokenization import Tokenizer
 from seqnlp.trainer import TrainConfig, Trainer
@@ -118,7 +118,7 @@ def main() -> int:
           f"batch {args.batch_size} x {args.seq_length}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads", flush=True)
     config = ModelConfig(layers=args.layers, hidden_size=args.hidden_size, embedding_size=args.embedding_size)
-    where = describe(CharRNN(config, vocab, args.batch_size), "cpu", "auto", args.batch_size)
+    where = describe_precision(CharRNN(config, vocab, args.batch_size), "cpu", "auto", args.batch_size)
     print(f"seqnlp precision here: {where}", flush=True)
     ref_rates, ours_rates, ref_samp, ours_samp = [], [], [], []
     reference = Reference(vocab, args.embedding_size, args.hidden_size, args.layers).eval()

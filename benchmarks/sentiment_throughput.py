@@ -34,7 +34,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from seqnlp.config import resolve
 from seqnlp.data import pad
-from seqnlp.precision import describe
+from seqnlp.summary import describe_precision
 from seqnlp.tasks import sentiment
 from seqnlp.tasks.runner import SourceConfig, benchmark_of
 from seqnlp.tokenization import Tokenizer
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)
     ours_side = Seqnlp(split, config, train, tokenizer, len(names))
     ref_side = Reference(split, config, tokenizer.vocab_size, len(names), args.reference_batch_size)
-    where = describe(ours_side.model, "cpu", train.precision, config.batch_size)  # e.g. "<CPU>: autocast bf16, ..."
+    where = describe_precision(ours_side.model, "cpu", train.precision, config.batch_size)  # "<CPU>: autocast bf16, ..."
     print(f"seqnlp precision here: {where}", flush=True)
     slice_seconds = args.seconds / args.rounds
     ours_rates, ref_rates = [], []

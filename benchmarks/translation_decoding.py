@@ -18,7 +18,7 @@ import torch
 from seqnlp import metrics
 from seqnlp.errors import SeqnlpError, cli_main
 from seqnlp.io import atomic_write_json
-from seqnlp.precision import describe
+from seqnlp.summary import describe_precision
 from seqnlp.tasks import translation as tr
 from seqnlp.tasks.runner import SourceConfig, benchmark_of, read_config
 
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"beam {beam:>2}: BLEU {bleu.value:6.2f}  chrF {chrf.value:6.2f}  {seconds:7.2f} s  "
               f"{len(sources) / seconds:8.1f} sentences/s", flush=True)
     base = rows[0]
-    where = describe(translator.model, translator.device, "fp32", batch_size)  # decoding runs outside autocast
+    where = describe_precision(translator.model, translator.device, "fp32", batch_size)  # decoding runs outside autocast
     for row in rows[1:]:
         print(f"beam {row['beam']} vs beam {base['beam']}: BLEU {row['bleu'] - base['bleu']:+.2f}, "
               f"speed x{row['sentences_per_second'] / base['sentences_per_second']:.2f}  [{where}]")

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from seqnlp.config import resolve
-from seqnlp.precision import describe
+from seqnlp.summary import describe_precision
 from seqnlp.tasks import translation as tr
 from seqnlp.trainer import TrainConfig, Trainer
 
@@ -57,7 +57,8 @@ def main() -> int:
     print(f"Seq2Seq defaults ({model_cfg.cell}, {model_cfg.layers} layers, hidden {model_cfg.hidden_size}, "
           f"embedding {model_cfg.embedding_size}), vocabulary {args.vocab}, batch {data_cfg.batch_size}; "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
-    where = describe(tr.Seq2Seq(model_cfg, args.vocab, args.vocab), "cpu", train.precision, data_cfg.batch_size)
+    model = tr.Seq2Seq(model_cfg, args.vocab, args.vocab)
+    where = describe_precision(model, "cpu", train.precision, data_cfg.batch_size)
     print(f"seqnlp precision here: {where}", flush=True)
     rates = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -191,21 +191,3 @@ def forget() -> None:
     """Drop this process's remembered decisions (the cache file stays): the next ones are looked up again."""
     _memo.clear()
 
-
-def describe(model: torch.nn.Module | None, device: torch.device | str = "cpu", precision: str = "auto",
-             batch: int | None = None) -> str:
-    """The device model and the precision each part of `model` runs in there, for benchmark and log lines.
-
-    e.g. "Intel(R) Xeon(R) Processor: autocast bf16, lstm recurrence bf16". `precision` is the model-wide
-    setting (TrainConfig.precision); `batch` the rows per batch, which the recurrences' decisions depend on.
-    """
-    from seqnlp.device import use_bf16
-    from seqnlp.encoders import RNNEncoder
-
-    device = torch.device(device)
-    parts = [f"autocast {'bf16' if use_bf16(precision, device) else 'fp32'}"]
-    for module in (model.modules() if model is not None else ()):
-        if isinstance(module, RNNEncoder):
-            part = f"{module.cell} recurrence {'bf16' if module.uses_bf16(device, batch) else 'fp32'}"
-            parts += [part] if part not in parts else []
-    return f"{device_model(device)}: {', '.join(parts)}"

@@ -228,3 +228,13 @@ def test_an_fp32_lstm_runs_the_kernel_measured_faster(measured: Path, monkeypatc
     with torch.autocast("cpu", dtype=torch.bfloat16):  # a bf16 recurrence never asks
         RNNEncoder("lstm", 4, 6, precision="bf16")(torch.randn(16, 5, 4), lengths)
     assert len(probes) == 2
+
+
+def test_benchmark_lines_name_the_cpu_and_each_parts_precision(monkeypatch: pytest.MonkeyPatch) -> None:
+    from seqnlp.summary import describe_precision
+
+    monkeypatch.setenv(precision.ENV_FIXED, "linear=fp32,lstm=bf16,gru=fp32")
+    model = torch.nn.ModuleList([RNNEncoder("lstm", 4, 6), RNNEncoder("lstm", 4, 6), RNNEncoder("gru", 4, 6)])
+    line = describe_precision(model, "cpu", "auto", 64)
+    assert line == f"{precision.device_model(torch.device('cpu'))}: autocast fp32, lstm recurrence bf16, gru recurrence fp32"
+    assert describe_precision(None, "cpu", "bf16").endswith(": autocast bf16")
