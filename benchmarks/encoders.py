@@ -52,11 +52,17 @@ def _fb(step: Callable[[torch.Tensor, torch.Tensor], tuple], x: torch.Tensor, le
 
 def _timed(steps: dict[str, Callable[[torch.Tensor, torch.Tensor], tuple]], x: torch.Tensor, lengths: torch.Tensor,
            warmup: int, repeats: int) -> dict[str, tuple[float, tuple]]:
-    """Median seconds of one forward+backward per path, the paths taking turns; also each one's last result."""
+    """Median seconds of one forward+backward per path, the paths taking turns; also each one's last result.
+
+    The order rotates every repetition: whichever path ran right after packed was up to 35% slower than the
+    same configuration run later in the turn.
+    """
     times: dict[str, list[float]] = {name: [] for name in steps}
     results: dict[str, tuple] = {}
+    names = list(steps)
     for i in range(warmup + repeats):
-        for name, step in steps.items():
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            step = steps[name]
             start = time.perf_counter()
             results[name] = _fb(step, x, lengths)
             if i >= warmup:
