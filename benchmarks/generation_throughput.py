@@ -4,7 +4,8 @@
 
 Training: the reference is what a user writes by hand (Embedding → nn.LSTM → Linear, fp32, Adam, clip 1.0,
 independent windows); seqnlp is `seqnlp.tasks.generation.CharRNN` trained by `seqnlp.trainer.Trainer` with
-the task's defaults (bf16 where the CPU has fast bf16, state carried across windows). Both use the same
+the task's defaults (precision "auto": each part in whichever of fp32 and bf16 measures faster on this CPU;
+state carried across windows). Both use the same
 sizes, batch and window. Sampling: characters per second of `CharLM.generate` against a hand-written
 step-by-step nn.LSTM sampling loop. Rounds alternate the two sides so that load from other processes on a
 shared machine hits both; the median round is reported, with the ratio seqnlp / reference.
@@ -22,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from seqnlp.summary import describe_precision
 from seqnlp.tasks.generation import CharLM, CharRNN, ModelConfig, Windows
 from seqnlp.tokenization import Tokenizer
 from seqnlp.trainer import TrainConfig, Trainer
@@ -115,6 +117,9 @@ def main() -> int:
     print(f"{args.layers}x{args.hidden_size} LSTM, embedding {args.embedding_size}, vocabulary {vocab}, "
           f"batch {args.batch_size} x {args.seq_length}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads", flush=True)
+    config = ModelConfig(layers=args.layers, hidden_size=args.hidden_size, embedding_size=args.embedding_size)
+    where = describe_precision(CharRNN(config, vocab, args.batch_size), "cpu", "auto", args.batch_size)
+    print(f"seqnlp precision here: {where}", flush=True)
     ref_rates, ours_rates, ref_samp, ours_samp = [], [], [], []
     reference = Reference(vocab, args.embedding_size, args.hidden_size, args.layers).eval()
     lm = CharLM(CharRNN(ModelConfig(layers=args.layers, hidden_size=args.hidden_size,
@@ -137,9 +142,9 @@ def main() -> int:
     rt, ot = statistics.median(ref_rates), statistics.median(ours_rates)
     rs, os_ = statistics.median(ref_samp), statistics.median(ours_samp)
     print(f"training:  reference (nn.LSTM fp32, independent windows) {rt:,.0f} chars/s | "
-          f"seqnlp {ot:,.0f} chars/s | ratio {ot / rt:.2f}x")
+          f"seqnlp {ot:,.0f} chars/s | ratio {ot / rt:.2f}x  [{where}]")
     print(f"sampling:  reference (nn.LSTM step loop) {rs:,.0f} chars/s | seqnlp CharLM.generate {os_:,.0f} chars/s | "
-          f"ratio {os_ / rs:.2f}x")
+          f"ratio {os_ / rs:.2f}x  [{where}; sampling steps run the recurrence in fp32]")
     return 0
 
 

@@ -3,8 +3,8 @@
     flock /tmp/seqnlp-cpu.lock python benchmarks/sentiment_throughput.py [--seconds 60 --rounds 10]
 
 seqnlp: its real training path, `seqnlp.tasks.sentiment` + `seqnlp.trainer.Trainer` with the benchmark's
-preset (length-bucketed batches, RNNEncoder without packing, bf16 autocast where the CPU has it), for one
-network: a preset that trains an ensemble of K runs K of these per step.
+preset (length-bucketed batches, RNNEncoder without packing, each part in the precision "auto" measures
+fastest on this CPU), for one network: a preset that trains an ensemble of K runs K of these per step.
 Reference: the PyTorch tutorial recipe (bentrevett/pytorch-sentiment-analysis, "2 - Recurrent Neural
 Networks"): random batches of 64, `pack_padded_sequence` into `nn.LSTM` (bidirectional), last hidden states,
 fp32, Adam. Both read the same token ids from the same word vocabulary and use the same embedding and
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -33,6 +34,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from seqnlp.config import resolve
 from seqnlp.data import pad
+from seqnlp.summary import describe_precision
 from seqnlp.tasks import sentiment
 from seqnlp.tasks.runner import SourceConfig, benchmark_of
 from seqnlp.tokenization import Tokenizer
@@ -183,20 +185,24 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)
     ours_side = Seqnlp(split, config, train, tokenizer, len(names))
     ref_side = Reference(split, config, tokenizer.vocab_size, len(names), args.reference_batch_size)
+    where = describe_precision(ours_side.model, "cpu", train.precision, config.batch_size)  # "<CPU>: autocast bf16, ..."
+    print(f"seqnlp precision here: {where}", flush=True)
     slice_seconds = args.seconds / args.rounds
     ours_rates, ref_rates = [], []
     for r in range(args.rounds):
         ours_rates.append(ours_side.tokens_per_second(slice_seconds))
         ref_rates.append(ref_side.tokens_per_second(slice_seconds))
         print(f"  round {r + 1}/{args.rounds}: seqnlp {ours_rates[-1]:9,.0f}  reference {ref_rates[-1]:8,.0f}  "
-              f"ratio {ours_rates[-1] / ref_rates[-1]:.1f}x", flush=True)
+              f"ratio {ours_rates[-1] / ref_rates[-1]:.2f}x  [{where}]", flush=True)
     ours, ref = sum(ours_rates) / args.rounds, sum(ref_rates) / args.rounds
     print(f"seqnlp    (bucketed, batch {config.batch_size}, unpacked exact bi-LSTM, precision {train.precision}"
           f"{', frozen table' if config.freeze_embedding else ''}): "
           f"{ours:10,.0f} tokens/s", flush=True)
     print(f"reference (random, batch {args.reference_batch_size}, pack_padded_sequence nn.LSTM, fp32):       "
           f"{ref:10,.0f} tokens/s", flush=True)
-    print(f"ratio: {ours / ref:.2f}x")
+    rounds = sorted(o / r for o, r in zip(ours_rates, ref_rates))
+    print(f"ratio: {ours / ref:.2f}x (mean rates; median round {statistics.median(rounds):.2f}x, rounds "
+          f"{rounds[0]:.2f}x-{rounds[-1]:.2f}x)  [{where}]")
     return 0
 
 

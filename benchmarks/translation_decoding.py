@@ -18,6 +18,7 @@ import torch
 from seqnlp import metrics
 from seqnlp.errors import SeqnlpError, cli_main
 from seqnlp.io import atomic_write_json
+from seqnlp.summary import describe_precision
 from seqnlp.tasks import translation as tr
 from seqnlp.tasks.runner import SourceConfig, benchmark_of, read_config
 
@@ -67,13 +68,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"beam {beam:>2}: BLEU {bleu.value:6.2f}  chrF {chrf.value:6.2f}  {seconds:7.2f} s  "
               f"{len(sources) / seconds:8.1f} sentences/s", flush=True)
     base = rows[0]
+    where = describe_precision(translator.model, translator.device, "fp32", batch_size)  # decoding runs outside autocast
     for row in rows[1:]:
         print(f"beam {row['beam']} vs beam {base['beam']}: BLEU {row['bleu'] - base['bleu']:+.2f}, "
-              f"speed x{row['sentences_per_second'] / base['sentences_per_second']:.2f}")
+              f"speed x{row['sentences_per_second'] / base['sentences_per_second']:.2f}  [{where}]")
     print(f"split {split_where}, {len(sources)} sentences, batch {batch_size}, {torch.get_num_threads()} threads; "
           f"{rows[0]['signature']}")
     if args.json:
         atomic_write_json(args.json, {"model": str(args.model), "split": split_where, "sentences": len(sources),
+                                      "precision": where,
                                       "batch_size": batch_size, "threads": torch.get_num_threads(), "rows": rows})
     return 0
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import re
 from collections.abc import Iterator
 
 import torch
 
 from seqnlp.errors import SeqnlpError
+from seqnlp.precision import choose_bf16, compare
 
 
 _DEVICE = re.compile(r"cuda(?::(\d+))?")
@@ -40,23 +40,42 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-@functools.cache
-def _cpu_has_fast_bf16() -> bool:
-    # oneDNN uses AMX / AVX512-BF16 for bf16 GEMMs; without them bf16 autocast on CPU is slower than fp32.
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
 def bf16_fast(device: torch.device | str) -> bool:
-    """Whether bf16 autocast is expected to speed up matrix work on `device`."""
+    """Whether bf16 autocast speeds up the matrix work around the recurrences (embeddings, linear layers) on `device`.
+
+    CUDA: whenever the GPU supports bf16. CPU: measured once per CPU model (seqnlp.precision): a linear
+    layer's forward and backward, fp32 against bf16 autocast. (CPU flags do not answer it: avx512_bf16 alone
+    pays much less than AMX.)
+    """
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and _cpu_has_fast_bf16()
+    if device.type != "cpu":
+        return False
+    threads = torch.get_num_threads()
+    return choose_bf16("linear", {"rows": _LINEAR_PROBE[0], "in": _LINEAR_PROBE[1], "out": _LINEAR_PROBE[2],
+                                  "threads": threads}, device, _probe_linear)
+
+
+# A (tokens, in) x (in, out) product of the size a vocabulary projection or a pooled head sees per batch.
+_LINEAR_PROBE = (2048, 256, 1024)
+
+
+def _probe_linear() -> tuple[float, float]:
+    """fp32 and bf16-autocast seconds of a linear layer's forward and backward on the CPU (a few ms each)."""
+    rows, width, out = _LINEAR_PROBE
+    # Its own generator: the global RNG stays untouched, so a run trains the same whether the probe ran or not.
+    generator = torch.Generator().manual_seed(0)
+    with torch.inference_mode(False), torch.enable_grad():  # the first caller may be an evaluation
+        x = torch.randn(rows, width, generator=generator)  # (N, In)
+        weight = torch.randn(out, width, generator=generator).mul_(width ** -0.5).requires_grad_()  # (Out, In)
+
+        def run(bf16: bool) -> None:
+            with autocast("cpu", bf16):
+                torch.nn.functional.linear(x, weight).float().square().mean().backward()
+            weight.grad = None
+
+        return compare(lambda: run(False), lambda: run(True))
 
 
 def use_bf16(precision: str, device: torch.device | str) -> bool:

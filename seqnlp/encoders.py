@@ -28,7 +28,9 @@ nn.LSTM's too (`weight_ih_l0`, `bias_hh_l1_reverse`, ...), so `state_dict`s load
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import functools
 import math
 import warnings
 from collections.abc import Callable, Iterator
@@ -37,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seqnlp.device import use_bf16
+from seqnlp.precision import choose, choose_bf16, compare
 from seqnlp.errors import SeqnlpError
 
 State = Tensor | tuple[Tensor, Tensor]
@@ -51,10 +53,67 @@ _FUSED: dict[str, Callable[..., tuple]] = {
     "rnn_tanh": torch.rnn_tanh,
     "rnn_relu": torch.rnn_relu,
 }
-# Under autocast only the LSTM reaches a bf16 recurrent kernel on CPU (oneDNN's mkldnn_rnn_layer; 2.3x
-# for nn.LSTM in DESIGN.md, 1.4x over fp32 RNNEncoder in benchmarks/encoders.py on a busy machine);
-# torch.gru / torch.rnn_* run their fp32 kernels (GRU 1.05x in DESIGN.md), so "auto" keeps them in fp32.
-_BF16_GAINS = {"lstm": True, "gru": False, "rnn_tanh": False, "rnn_relu": False}
+# The precision probe's batch: rows rounded up to a power of two in 16..256 (one probe per bucket, not per
+# batch size), about this many tokens in all.
+_PROBE_TOKENS = 2048
+
+
+def _probe_rows(batch: int | None) -> int:
+    return min(256, max(16, 1 << max(0, (batch or 64) - 1).bit_length()))
+
+
+# A batch whose lengths spread out (unbucketed data) is mostly padding, which the fused kernels would compute
+# in full. Then rows go longest first and the time axis is cut into a few segments, each run on only the rows
+# still going, carrying their state across the cut: the kernels skip most of the padding, as packing does,
+# in a handful of calls instead of one call per step. A cut costs a kernel call, which `_SEGMENT_CALL`
+# prices in steps of the whole batch; row counts and cuts are rounded to `_SEGMENT_ALIGN` so that few
+# distinct shapes reach oneDNN (it builds a kernel per shape). Segments only when they save `_SEGMENT_GAIN`.
+_SEGMENT_CALL = 2.0
+_SEGMENT_ALIGN = 8
+_SEGMENT_GAIN = 0.8
+_SEGMENT_MIN_ROWS = 16
+# Only oneDNN's LSTM gained from it here (bf16: 0.43 -> 0.35 s for benchmarks/encoders.py's uniform mix); a GRU,
+# which runs PyTorch's per-step kernel, did not (fp32 0.64 s both ways, bf16 0.49 -> 0.65 s).
+_SEGMENT_CELLS = ("lstm",)
+
+
+def plan_segments(lengths: list[int], steps: int) -> list[tuple[int, int, int]] | None:
+    """Segments (t0, t1, rows) of [0, steps) for rows sorted longest first, or None when one call is cheaper.
+
+    Each segment runs the first `rows` rows: all those longer than t0 (rounded up to a multiple of
+    `_SEGMENT_ALIGN`). The cuts minimise computed row-steps plus `_SEGMENT_CALL` full-batch steps per call
+    (dynamic programming over the multiples of `_SEGMENT_ALIGN` and the end).
+    """
+    batch, align = len(lengths), _SEGMENT_ALIGN
+    if sum(lengths) > _SEGMENT_GAIN * batch * steps:  # too little padding to save enough
+        return None
+    ascending = sorted(lengths)
+    points = sorted({0, steps, *range(align, steps, align)})
+
+    def rows(t: int) -> int:
+        going = batch - bisect.bisect_right(ascending, t)  # rows longer than t
+        return min(batch, -(-going // align) * align)
+
+    call = _SEGMENT_CALL * batch
+    width = [rows(t) for t in points]
+    cost, back = [0.0] + [math.inf] * (len(points) - 1), [0] * len(points)
+    for j in range(1, len(points)):
+        for i in range(j):
+            c = cost[i] + (points[j] - points[i]) * width[i] + call
+            if c < cost[j]:
+                cost[j], back[j] = c, i
+    if cost[-1] >= _SEGMENT_GAIN * (steps * batch + call):
+        return None
+    plan, j = [], len(points) - 1
+    while j > 0:
+        i = back[j]
+        plan.append((points[i], points[j], width[i]))
+        j = i
+    return plan[::-1]
+
+
+# The LSTM input width with the hold column is padded with zero columns to a multiple of this.
+_HOLD_WIDTH_ALIGN = 2
 # Large enough to saturate sigmoid to exactly 0.0 / 1.0 in fp32 and bf16, small enough to never overflow.
 _HOLD = 1.0e6
 
@@ -121,7 +180,8 @@ class RNNEncoder(nn.Module):
         num_layers: stacked layers; layer k > 0 reads layer k-1's (concatenated) outputs.
         bidirectional: add a backward direction per layer; `output_dim` becomes 2 * H.
         dropout: dropout on each layer's outputs except the last, in training only (as nn.LSTM).
-        precision: "auto" (bf16 autocast for the cells and hardware where it is faster, else fp32),
+        precision: "auto" (bf16 autocast where a measurement on this machine finds it faster for this cell
+            and these sizes, else fp32; see `uses_bf16`),
             "fp32" (also switches off any surrounding autocast) or "bf16" (always autocast). States
             are returned in fp32 either way, outputs too unless fp32_outputs is False.
         residual: add each layer's input to its output for layers > 0 (same width there).
@@ -175,6 +235,7 @@ class RNNEncoder(nn.Module):
         self.zero_padding = zero_padding
         self.weight_dropout = weight_dropout
         self.variational = variational
+        self._kernel: str | None = None  # "onednn" / "native" forces the fp32 LSTM kernel (the probe's pairs)
         gates = GATES[cell] * hidden_size
         for layer in range(num_layers):
             layer_input = input_size if layer == 0 else hidden_size * self.num_directions
@@ -242,11 +303,76 @@ class RNNEncoder(nn.Module):
         encoder.load_state_dict(module.state_dict())
         return encoder.to(next(module.parameters()).device)
 
-    def uses_bf16(self, device: torch.device | str) -> bool:
-        """Whether forward runs the recurrence under bf16 autocast on `device`."""
-        if self.precision == "auto":
-            return _BF16_GAINS[self.cell] and use_bf16("auto", device)
-        return self.precision == "bf16"
+    def uses_bf16(self, device: torch.device | str, batch: int | None = None) -> bool:
+        """Whether forward runs the recurrence under bf16 autocast on `device` for a batch of `batch` rows.
+
+        "auto" measures it: which precision is faster for this cell and these sizes on this machine differs
+        between CPUs (an LSTM gains 2x from bf16 on a Xeon with AMX, a GRU far more on an AMD EPYC than on that
+        Xeon), so the first call per shape times both (`_probe`, well under a second) and the answer is cached
+        per device model (seqnlp.precision).
+        """
+        if self.precision != "auto":
+            return self.precision == "bf16"
+        device = torch.device(device)
+        if device.type not in ("cpu", "cuda") or (device.type == "cuda" and not torch.cuda.is_bf16_supported()):
+            return False
+        rows = _probe_rows(batch)
+        sizes = {"input": self.input_size, "hidden": self.hidden_size, "layers": self.num_layers,
+                 "directions": self.num_directions, "batch": rows, "threads": torch.get_num_threads()}
+        return choose_bf16(self.cell, sizes, device, lambda: self._probe(device, rows))
+
+    def _probe(self, device: torch.device, rows: int, variants: tuple[dict[str, str], dict[str, str]] = (
+            {"precision": "fp32"}, {"precision": "bf16"})) -> tuple[float, float]:
+        """Seconds of one forward+backward of this cell and these sizes in two variants (fastest, interleaved).
+
+        Variants are RNNEncoder settings: fp32 against bf16 by default, or the two fp32 LSTM kernels. A fresh
+        pair of encoders on a random right-padded batch of `rows` x `_PROBE_TOKENS / rows` steps (the
+        hold-column path real batches take); the caller's RNG state, autocast and grad mode are left as
+        they were.
+        """
+        steps = max(8, min(64, _PROBE_TOKENS // rows))
+        cuda = [device] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda), torch.inference_mode(False), torch.enable_grad(), \
+                torch.autocast(device_type=device.type, enabled=False):
+            torch.manual_seed(0)
+            pair = []
+            for variant in variants:
+                encoder = RNNEncoder(self.cell, self.input_size, self.hidden_size, self.num_layers,
+                                     self.bidirectional, precision=variant.get("precision", "fp32")).to(device)
+                encoder._kernel = variant.get("kernel")
+                pair.append(encoder)
+            pair[1].load_state_dict(pair[0].state_dict())
+            x = torch.randn(rows, steps, self.input_size, device=device, requires_grad=True)  # (B, T, E)
+            # Lengths as a length-bucketed batch has them: close together, some rows padded.
+            lengths = torch.randint(steps * 3 // 4, steps + 1, (rows,), device=device)  # (B,)
+            lengths[0] = steps
+
+            def run(encoder: RNNEncoder) -> None:
+                out, state = encoder(x, lengths)  # (B, T, D)
+                parts = state if isinstance(state, tuple) else (state,)
+                (out.sum() + sum(p.sum() for p in parts)).backward()
+                encoder.zero_grad(set_to_none=True)
+                x.grad = None
+
+            sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+            return compare(lambda: run(pair[0]), lambda: run(pair[1]), sync=sync)
+
+    def _native_lstm(self, device: torch.device, rows: int) -> bool:
+        """Whether an fp32 LSTM call over `rows` rows runs PyTorch's own kernel rather than oneDNN's (measured).
+
+        On this project's Xeon oneDNN's fp32 LSTM was the faster on 256 rows (117 vs 130 ms forward+backward,
+        H=128) and the slower on the segments of a spread batch (0.77 vs 0.68 s for the 2-layer bi-LSTM of
+        benchmarks/encoders.py), so each row bucket is timed once per machine.
+        """
+        if self._kernel is not None:
+            return self._kernel == "native"
+        if device.type != "cpu" or not torch.backends.mkldnn.is_available() or not torch.backends.mkldnn.enabled:
+            return False
+        bucket = _probe_rows(rows)
+        sizes = {"input": self.input_size, "hidden": self.hidden_size, "layers": self.num_layers,
+                 "directions": self.num_directions, "batch": bucket, "threads": torch.get_num_threads()}
+        return choose("lstm_fp32", sizes, device, lambda: self._probe(device, bucket, (
+            {"kernel": "onednn"}, {"kernel": "native"}))) == "native"
 
     def _run(self, x: Tensor, hold: Tensor | None, hx: State | None, suffixes: list[str]) -> tuple[Tensor, State]:
         """One layer through the fused kernel, in one direction or (suffixes of both) in both at once.
@@ -260,11 +386,11 @@ class RNNEncoder(nn.Module):
         x = x.transpose(0, 1)  # (T, B, In) view
         if hold is not None:
             # oneDNN's bf16 kernels take the input width in pairs: an odd width (E+1) runs about 2x slower
-            # (measured: 16.2 vs 8.1 ms per LSTM step at E=129 vs 130), so a zero column keeps it even.
-            pairs = (x.shape[2] + 1) % 2
-            column = F.pad(hold, (0, pairs)).to(x.dtype).transpose(0, 1)  # (T, B, 1 or 2)
-            x = torch.cat([x, column], dim=2)  # (T, B, E+1 or E+2), contiguous
-            hold_weights = F.pad(self._hold, (0, pairs))  # (4H, 1 or 2)
+            # (measured: 16.2 vs 8.1 ms per LSTM step at E=129 vs 130), so zero columns keep it aligned.
+            pairs = -(x.shape[2] + 1) % _HOLD_WIDTH_ALIGN
+            column = F.pad(hold, (0, pairs)).to(x.dtype).transpose(0, 1)  # (T, B, 1 + pairs)
+            x = torch.cat([x, column], dim=2)  # (T, B, E+1+pairs), contiguous
+            hold_weights = F.pad(self._hold, (0, pairs))  # (4H, 1 + pairs)
         weights = []
         for suffix in suffixes:
             w_ih = getattr(self, f"weight_ih{suffix}")  # (G*H, E)
@@ -281,10 +407,41 @@ class RNNEncoder(nn.Module):
             hx = (zeros, zeros) if self.cell == "lstm" else zeros
         x = x.contiguous()  # (T, B, In); a no-op after the cat
         if self.cell == "lstm":
-            out, h_n, c_n = torch.lstm(x, hx, weights, True, 1, 0.0, self.training, both, False)
+            native = x.dtype == torch.float32 and not torch.is_autocast_enabled(x.device.type) \
+                and self._native_lstm(x.device, x.shape[1])
+            with native_kernels() if native else contextlib.nullcontext():
+                out, h_n, c_n = torch.lstm(x, hx, weights, True, 1, 0.0, self.training, both, False)
             return out.transpose(0, 1), (h_n, c_n)  # (B, T, H*dirs) view
         out, h_n = _FUSED[self.cell](x, hx, weights, True, 1, 0.0, self.training, both, False)
         return out.transpose(0, 1), h_n  # (B, T, H*dirs) view
+
+    def _run_segments(self, x: Tensor, hold: Tensor | None, hx: State | None, suffixes: list[str],
+                      plan: list[tuple[int, int, int]]) -> tuple[Tensor, State | None]:
+        """`_run` in one direction over length-sorted rows, one kernel call per segment of `plan`.
+
+        Segment [t0, t1) runs only its first n rows, from the state the previous segment left them in: those
+        rows are still going at t0, and every row it carries on is real all through the segment, so the
+        carried state is exact. A row that ends inside a segment is held there (LSTM hold column) and its
+        final c taken from that segment; steps no row runs stay zero in the outputs. Returns outputs
+        (B, T', H) and, for LSTM, (None, final c (1, B, H)) in `_run`'s layout (final h comes from the outputs).
+        """
+        batch = x.shape[0]
+        pieces: list[Tensor] = []
+        ends: list[Tensor] = []
+        carry = hx
+        for k, (t0, t1, n) in enumerate(plan):
+            if carry is not None:
+                carry = tuple(s[:, :n] for s in carry) if isinstance(carry, tuple) else carry[:, :n]  # (1, n, H)
+            part_hold = hold[:n, t0:t1] if hold is not None else None  # (n, Tk, 1)
+            out, carry = self._run(x[:n, t0:t1], part_hold, carry, suffixes)  # (n, Tk, H) view of time-major
+            pieces.append(F.pad(out.transpose(0, 1), (0, 0, 0, batch - n)))  # (Tk, B, H)
+            if self.cell == "lstm":
+                done = plan[k + 1][2] if k + 1 < len(plan) else 0  # rows [done, n) end in this segment
+                ends.append(carry[1][0, done:n])  # type: ignore[index]  # (n - done, H)
+        out = torch.cat(pieces).transpose(0, 1)  # (B, T', H) view of time-major
+        if self.cell == "lstm":
+            return out, (None, torch.cat(ends[::-1]).unsqueeze(0))  # type: ignore[return-value]  # c (1, B, H)
+        return out, None
 
     def step(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """Advance one time step from a carried state: x (N, In), state (None = zeros) → output (N, H), new state.
@@ -334,10 +491,20 @@ class RNNEncoder(nn.Module):
         check_lengths(lengths, batch, time)
         lengths = lengths.to(device=x.device, dtype=torch.long)
         state = self._check_state(state, batch)
-        bf16 = self.uses_bf16(x.device) and not exporting
+        bf16 = not exporting and self.uses_bf16(x.device, batch)
         # Steps after the longest row only hold padding: skip them and pad the outputs back at the end.
         steps = time if exporting else int(lengths.max())
         x = x[:, :steps].float()  # (B, T', E)
+        # Not while exporting (one graph for all lengths) nor under DropConnect (one mask per call, not per segment).
+        segments = (self.cell in _SEGMENT_CELLS and batch >= _SEGMENT_MIN_ROWS and not exporting
+                    and not (self.training and self.weight_dropout > 0.0))
+        plan = plan_segments(lengths.tolist(), steps) if segments else None
+        if plan is not None:  # mostly padding: rows longest first, so that each segment runs a prefix of them
+            order = torch.argsort(lengths, descending=True, stable=True)  # (B,)
+            lengths, x = lengths[order], x.index_select(0, order)  # (B,), (B, T', E)
+            if state is not None:
+                state = (tuple(s.index_select(1, order) for s in state) if isinstance(state, tuple)  # type: ignore[assignment]
+                         else state.index_select(1, order))
         real = torch.arange(steps, device=x.device) < lengths.unsqueeze(1)  # (B, T')
         rows = torch.arange(batch, device=x.device)  # (B,)
         last = lengths - 1  # (B,)
@@ -346,7 +513,8 @@ class RNNEncoder(nn.Module):
         needs_hold = self.cell == "lstm" and padded
         hold = (~real).unsqueeze(2).float() if needs_hold else None  # (B, T', 1)
         # A bidirectional LSTM from a zero state runs both directions in one kernel call (no reversals).
-        both_at_once = self.cell == "lstm" and self.bidirectional and state is None
+        both_at_once = self.cell == "lstm" and self.bidirectional and state is None and plan is None
+        run = self._run if plan is None else functools.partial(self._run_segments, plan=plan)
         H = self.hidden_size
         # bf16 outputs only go to a caller that itself runs under bf16 autocast (else its fp32 layers break).
         caller_bf16 = (torch.is_autocast_enabled(x.device.type)
@@ -370,11 +538,11 @@ class RNNEncoder(nn.Module):
                     for direction, suffix in enumerate(self._suffixes(layer)):
                         hx = self._initial(state, layer * self.num_directions + direction)
                         if direction == 0:
-                            out, last_state = self._run(inputs, hold, hx, [suffix])  # (B, T', H)
+                            out, last_state = run(inputs, hold, hx, [suffix])  # (B, T', H)
                             h_last = out[rows, last]  # (B, H)
                         else:
                             flipped = reverse_within_lengths(inputs, lengths)  # (B, T', In)
-                            out, last_state = self._run(flipped, hold, hx, [suffix])  # (B, T', H)
+                            out, last_state = run(flipped, hold, hx, [suffix])  # (B, T', H)
                             out = reverse_within_lengths(out, lengths)  # (B, T', H)
                             h_last = out[:, 0]  # (B, H)
                         outs.append(out)
@@ -394,10 +562,15 @@ class RNNEncoder(nn.Module):
                     else:
                         out = F.dropout(out, self.dropout, True)  # (B, T', D)
                 layer_input = out
-        outputs = F.pad(layer_input, (0, 0, 0, time - steps)) if time > steps else layer_input  # (B, T, D)
         h_n = torch.stack(finals_h)  # (layers*dirs, B, H)
-        if self.cell == "lstm":
-            return outputs, (h_n, torch.stack(finals_c))
+        c_n = torch.stack(finals_c) if self.cell == "lstm" else None  # (layers*dirs, B, H)
+        if plan is not None:  # back to the caller's row order
+            inverse = torch.argsort(order)  # (B,)
+            layer_input, h_n = layer_input.index_select(0, inverse), h_n.index_select(1, inverse)
+            c_n = c_n.index_select(1, inverse) if c_n is not None else None
+        outputs = F.pad(layer_input, (0, 0, 0, time - steps)) if time > steps else layer_input  # (B, T, D)
+        if c_n is not None:
+            return outputs, (h_n, c_n)
         return outputs, h_n
 
     def _check_state(self, state: State | None, batch: int) -> State | None:

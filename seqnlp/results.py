@@ -68,7 +68,8 @@ RUN_FILE_PATTERNS = ("config.json", "tokenizer*.json", "*.safetensors", "trainer
                      "metrics.json", "evaluation_*.json")
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's "model name" from /proc/cpuinfo (else what the platform module knows)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             for line in f:
@@ -81,7 +82,7 @@ def _cpu_model() -> str:
 
 def hardware() -> dict[str, Any]:
     """CPU model, core count, torch threads and GPU name (None without CUDA) of this machine."""
-    info: dict[str, Any] = {"cpu": _cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": None,
+    info: dict[str, Any] = {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": None,
                             "gpu": None, "platform": platform.platform(terse=True)}
     try:
         import torch

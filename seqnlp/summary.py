@@ -8,6 +8,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from seqnlp.device import use_bf16
+from seqnlp.encoders import RNNEncoder
+from seqnlp.precision import device_model
+
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
     """(total, trainable) number of parameter elements; shared (tied) parameters count once."""
@@ -93,3 +97,19 @@ def summary(model: nn.Module, batch: Any = None) -> str:
         line,
     ]
     return "\n".join(lines)
+
+
+def describe_precision(model: nn.Module | None, device: torch.device | str = "cpu", precision: str = "auto",
+                       batch: int | None = None) -> str:
+    """The device model and the precision each part of `model` runs in there, for benchmark and log lines.
+
+    e.g. "Intel(R) Xeon(R) Processor: autocast bf16, lstm recurrence bf16". `precision` is the model-wide
+    setting (TrainConfig.precision); `batch` the rows per batch, which the recurrences' decisions depend on.
+    """
+    device = torch.device(device)
+    parts = [f"autocast {'bf16' if use_bf16(precision, device) else 'fp32'}"]
+    for module in (model.modules() if model is not None else ()):
+        if isinstance(module, RNNEncoder):
+            part = f"{module.cell} recurrence {'bf16' if module.uses_bf16(device, batch) else 'fp32'}"
+            parts += [part] if part not in parts else []
+    return f"{device_model(device)}: {', '.join(parts)}"

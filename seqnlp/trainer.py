@@ -79,7 +79,8 @@ class TrainConfig:
     plateau_factor: float = opt(0.5, "plateau schedule: multiply the learning rate by this", gt=0, max=1)
     plateau_patience: int = opt(1, "plateau schedule: evaluations without improvement before reducing", min=1)
     clip_norm: float = opt(1.0, "clip the gradient norm to this (0 = no clipping)", min=0)
-    precision: str = opt("auto", "auto = bf16 autocast where it is fast (AMX CPUs, CUDA), else fp32",
+    precision: str = opt("auto", "auto = bf16 autocast where a short measurement on this machine finds it "
+                         "faster (cached per CPU model), else fp32",
                          choices=("auto", "fp32", "bf16"))
     eval_every: int = opt(0, "evaluate every N steps (0 = at the end of each epoch)", min=0)
     patience: int = opt(0, "stop after this many evaluations without improvement (0 = never)", min=0)

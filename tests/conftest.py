@@ -46,6 +46,24 @@ def _datasets_cache(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[n
         os.environ["HF_DATASETS_CACHE"] = old_env
 
 
+# What precision="auto" picks is measured on the machine (seqnlp.precision); tests fix it instead, the same on
+# every machine, and keep any cache file out of the user's folder. Subprocess tests inherit both.
+FIXED_PRECISION = "lstm=bf16,gru=fp32,rnn_tanh=fp32,rnn_relu=fp32,linear=bf16,lstm_fp32=onednn"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _fixed_precision(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    saved = {k: os.environ.get(k) for k in ("SEQNLP_AUTO_PRECISION", "SEQNLP_CACHE_DIR")}
+    os.environ["SEQNLP_AUTO_PRECISION"] = FIXED_PRECISION
+    os.environ["SEQNLP_CACHE_DIR"] = str(tmp_path_factory.mktemp("seqnlp_cache"))
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @pytest.fixture(autouse=True)
 def _seed_and_threads() -> None:
     random.seed(0)

@@ -7,9 +7,9 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-import seqnlp.device
+import seqnlp.encoders as encoders
 from seqnlp.encoders import (POOL_MODES, Dropout, LockedDropout, Pooler, RNNEncoder, detach_state, keep_mask,
-                             reverse_within_lengths)
+                             plan_segments, reverse_within_lengths)
 from seqnlp.errors import SeqnlpError
 
 CELLS = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
@@ -257,12 +257,15 @@ def test_precision_modes(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (low - reference).abs().max() < 0.05  # ... and still computes the same function
     padded = torch.arange(x.shape[1]) >= LENGTHS.unsqueeze(1)  # (B, T)
     assert low[padded].abs().max() == 0
-    # "auto": bf16 only for LSTM and only where the hardware is fast at it.
-    for fast in (True, False):
-        monkeypatch.setattr(seqnlp.device, "bf16_fast", lambda device, fast=fast: fast)
-        assert RNNEncoder("lstm", E, H).uses_bf16("cpu") is fast
-        assert RNNEncoder("gru", E, H).uses_bf16("cpu") is False
+    # "auto": whatever the machine's decision for the cell is (measured; fixed here per cell).
+    monkeypatch.setenv("SEQNLP_AUTO_PRECISION", "lstm=bf16,gru=fp32")
+    assert RNNEncoder("lstm", E, H).uses_bf16("cpu") is True
+    assert RNNEncoder("gru", E, H).uses_bf16("cpu") is False
+    monkeypatch.setenv("SEQNLP_AUTO_PRECISION", "fp32,gru=bf16")
+    assert RNNEncoder("lstm", E, H).uses_bf16("cpu") is False
+    assert RNNEncoder("gru", E, H).uses_bf16("cpu") is True
     assert RNNEncoder("gru", E, H, precision="bf16").uses_bf16("cpu") is True
+    assert RNNEncoder("lstm", E, H, precision="fp32").uses_bf16("cpu") is False
 
 
 def test_reverse_within_lengths_is_an_involution() -> None:
@@ -416,3 +419,74 @@ def test_variational_dropout_between_layers_drops_the_same_features_at_every_ste
     mask = keep_mask((x.shape[0], 1, H), 0.5, mid)  # one draw per row and feature
     expected, _ = second(mid * mask, LENGTHS)
     assert torch.allclose(out, expected, atol=1e-6)
+
+
+SPREAD = torch.tensor([40, 1, 33, 7, 19, 2, 25, 12, 38, 5, 3, 29, 16, 9, 22, 31, 4, 11, 36, 14, 8, 27, 6, 18])
+
+
+def test_spread_lengths_run_in_segments_that_cover_the_real_steps() -> None:
+    plan = plan_segments(SPREAD.tolist(), 40)
+    assert plan is not None and len(plan) > 1
+    assert plan[0][0] == 0 and plan[-1][1] == 40
+    assert all(a[1] == b[0] for a, b in zip(plan, plan[1:]))  # contiguous cuts
+    assert [n for *_, n in plan] == sorted((n for *_, n in plan), reverse=True)  # a shrinking prefix of rows
+    for t0, _, n in plan:
+        assert n >= int((SPREAD > t0).sum())  # every row still going at t0 runs
+    assert sum((t1 - t0) * n for t0, t1, n in plan) < 0.8 * 40 * len(SPREAD)
+    assert plan_segments([40, 39, 38, 40] * 6, 40) is None  # bucketed: one call
+    assert plan_segments(SPREAD.tolist()[:8], 40) is None  # 8 rows: row counts round up to 8, nothing saved
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("with_state", [False, True])
+def test_segmented_runs_match_packed(cell: str, bidirectional: bool, with_state: bool,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # Segments serve LSTMs only, where they pay; the code is cell-generic and kept exact for every cell.
+    monkeypatch.setattr(encoders, "_SEGMENT_CELLS", tuple(CELLS))
+    calls: list[int] = []
+    original = RNNEncoder._run_segments
+    monkeypatch.setattr(RNNEncoder, "_run_segments", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    module = torch_module(cell, 2, bidirectional)
+    encoder = RNNEncoder.from_torch(module)
+    x = batch(SPREAD, time=42)  # (B, T, E)
+    dirs = 2 if bidirectional else 1
+    state = None
+    if with_state:
+        h0 = torch.randn(2 * dirs, len(SPREAD), H)
+        state = (h0, torch.randn_like(h0)) if cell == "lstm" else h0
+    outputs, final = encoder(x, SPREAD, state)
+    assert calls, "the spread batch did not take the segmented path"
+    packed = pack_padded_sequence(x, SPREAD, batch_first=True, enforce_sorted=False)
+    ref_out, ref_state = module(packed, state)
+    ref_out, _ = pad_packed_sequence(ref_out, batch_first=True, total_length=42)
+    assert max_diff(outputs, ref_out) <= 1e-5
+    assert max_diff(final, ref_state) <= 1e-5
+    padded = torch.arange(42) >= SPREAD.unsqueeze(1)  # (B, T)
+    assert outputs[padded].abs().max() == 0
+    # gradients flow through every segment's carried state as through packing
+    grads = torch.autograd.grad(outputs.sum() + sum(s.sum() for s in as_tuple(final)), list(encoder.parameters()))
+    ref_grads = torch.autograd.grad(ref_out.sum() + sum(s.sum() for s in as_tuple(ref_state)), list(module.parameters()))
+    assert max(((a - b).abs().max() / b.abs().max()).item() for a, b in zip(grads, ref_grads)) <= 1e-5
+
+
+def test_segmented_bf16_stays_close_to_fp32() -> None:
+    fp32 = RNNEncoder("lstm", E, H, num_layers=2, bidirectional=True, precision="fp32")
+    bf16 = RNNEncoder("lstm", E, H, num_layers=2, bidirectional=True, precision="bf16")
+    bf16.load_state_dict(fp32.state_dict())
+    x = batch(SPREAD)
+    (out32, (h32, c32)), (out16, (h16, c16)) = fp32(x, SPREAD), bf16(x, SPREAD)
+    assert max_diff((out32, h32, c32), (out16, h16, c16)) < 0.05
+    assert not torch.equal(out32, out16)
+
+
+@pytest.mark.parametrize("kernel", ["onednn", "native"])
+def test_both_fp32_lstm_kernels_match_packed(kernel: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEQNLP_AUTO_PRECISION", f"lstm_fp32={kernel}")
+    module = torch_module("lstm", 2, True)
+    encoder = RNNEncoder.from_torch(module)
+    for lengths in (SPREAD, LENGTHS):  # in segments, and in one call for both directions
+        x = batch(lengths)
+        outputs, final = encoder(x, lengths)
+        ref_out, ref_state = packed_run(module, x, lengths)
+        assert max_diff(outputs, ref_out) <= 1e-5 and max_diff(final, ref_state) <= 1e-5

@@ -76,7 +76,7 @@ class ModelConfig:
     share_embeddings: bool = opt(False, "share source and target embeddings (joint vocabulary only)")
     label_smoothing: float = opt(0.1, "label smoothing of the training loss (evaluation NLL never smooths)",
                                  min=0, max=0.9)
-    # "auto" lets the encoder pick (bf16 for LSTM on bf16 hardware); "bf16" also runs GRUs in bf16.
+    # "auto" lets the encoder pick by measuring both on this machine (seqnlp.precision); "bf16" always.
     rnn_precision: str = opt("bf16", "encoder recurrence precision", choices=("auto", "fp32", "bf16"))
 
 
