@@ -59,7 +59,8 @@ _PROBE_TOKENS = 2048
 
 
 def _probe_rows(batch: int | None) -> int:
-    return min(256, max(16, 1 << max(0, (batch or 64) - 1).bit_length()))
+    rows = int(batch) if batch else 64  # a traced size (ONNX export) is a tensor
+    return min(256, max(16, 1 << max(0, rows - 1).bit_length()))
 
 
 # A batch whose lengths spread out (unbucketed data) is mostly padding, which the fused kernels would compute

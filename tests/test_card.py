@@ -18,14 +18,13 @@ from test_tasks_contract import COMMON, FIXTURES, TINY
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    mp = pytest.MonkeyPatch()
-    mp.setenv("SEQNLP_TASKS_DIR", str(FIXTURES))
-    mp.delenv("SEQNLP_DATA_DIR", raising=False)
-    out = {}
-    for task in ("sentiment", "translation"):
-        out[task] = tmp_path_factory.mktemp(task) / "run"
-        assert runner.main(spec(task), [*TINY[task], *COMMON, "--output", str(out[task]), "--epochs", "1"]) == 0
-    mp.undo()
+    with pytest.MonkeyPatch.context() as mp:  # undone even when a run fails
+        mp.setenv("SEQNLP_TASKS_DIR", str(FIXTURES))
+        mp.delenv("SEQNLP_DATA_DIR", raising=False)
+        out = {}
+        for task in ("sentiment", "translation"):
+            out[task] = tmp_path_factory.mktemp(task) / "run"
+            assert runner.main(spec(task), [*TINY[task], *COMMON, "--output", str(out[task]), "--epochs", "1"]) == 0
     return out
 
 

@@ -26,16 +26,15 @@ SENTENCES = [["Ana", "vive", "en", "Lima", "."], ["Hola"], ["El", "presidente", 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
     """task → (tiny run folder, its ONNX export, made through the command line)."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("SEQNLP_TASKS_DIR", str(FIXTURES))
-    mp.delenv("SEQNLP_DATA_DIR", raising=False)
-    out = {}
-    for task in sorted(KINDS):
-        run, onnx = tmp_path_factory.mktemp(task) / "run", tmp_path_factory.mktemp(task) / "onnx"
-        assert runner.main(spec(task), [*TINY[task], *COMMON, "--output", str(run), "--epochs", "1"]) == 0
-        assert export.main(["--model", str(run), "--format", "onnx", "--output", str(onnx)]) == 0
-        out[task] = run, onnx
-    mp.undo()
+    with pytest.MonkeyPatch.context() as mp:  # undone even when a run fails
+        mp.setenv("SEQNLP_TASKS_DIR", str(FIXTURES))
+        mp.delenv("SEQNLP_DATA_DIR", raising=False)
+        out = {}
+        for task in sorted(KINDS):
+            run, onnx = tmp_path_factory.mktemp(task) / "run", tmp_path_factory.mktemp(task) / "onnx"
+            assert runner.main(spec(task), [*TINY[task], *COMMON, "--output", str(run), "--epochs", "1"]) == 0
+            assert export.main(["--model", str(run), "--format", "onnx", "--output", str(onnx)]) == 0
+            out[task] = run, onnx
     return out
 
 

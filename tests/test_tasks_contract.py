@@ -154,15 +154,14 @@ def test_no_import_circles_in_seqnlp() -> None:
 
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    mp = pytest.MonkeyPatch()
-    mp.setenv("SEQNLP_TASKS_DIR", str(FIXTURES))
-    mp.delenv("SEQNLP_DATA_DIR", raising=False)
-    runs = {}
-    for task in sorted(KINDS):
-        runs[task] = tmp_path_factory.mktemp(task) / "run"
-        argv = [*TINY[task], *COMMON, "--output", str(runs[task]), "--epochs", "1"]
-        assert runner.main(spec(task), argv) == 0
-    mp.undo()
+    with pytest.MonkeyPatch.context() as mp:  # undone even when a run fails
+        mp.setenv("SEQNLP_TASKS_DIR", str(FIXTURES))
+        mp.delenv("SEQNLP_DATA_DIR", raising=False)
+        runs = {}
+        for task in sorted(KINDS):
+            runs[task] = tmp_path_factory.mktemp(task) / "run"
+            argv = [*TINY[task], *COMMON, "--output", str(runs[task]), "--epochs", "1"]
+            assert runner.main(spec(task), argv) == 0
     return runs
 
 
