@@ -16,7 +16,7 @@ from seqnlp.tasks import KINDS, runner, spec
 from test_tasks_contract import COMMON, FIXTURES, TINY
 
 pytest.importorskip("onnxruntime")
-from seqnlp import export  # noqa: E402  (after the skip: it needs the onnx extra)
+from seqnlp import export  # after the skip: it needs the onnx extra
 
 TEXTS = ["a great film", "bad", "a dull and boring film , really", "fine", "good good film"]
 SENTENCES = [["Ana", "vive", "en", "Lima", "."], ["Hola"], ["El", "presidente", "de", "Francia"], ["Madrid"],
