@@ -367,6 +367,8 @@ class RNNEncoder(nn.Module):
         """
         if self._kernel is not None:
             return self._kernel == "native"
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():  # no probe inside a graph being traced
+            return False
         if device.type != "cpu" or not torch.backends.mkldnn.is_available() or not torch.backends.mkldnn.enabled:
             return False
         bucket = _probe_rows(rows)

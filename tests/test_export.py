@@ -132,3 +132,19 @@ def test_load_onnx_of_a_run_folder_and_export_of_nothing_are_one_line_errors(exp
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "invalid choice" in err
+
+
+def test_export_on_a_machine_with_no_cached_precision_decisions(exported, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # A user's first export: nothing fixed or cached, so no kernel or precision probe may run inside the trace.
+    monkeypatch.delenv("SEQNLP_AUTO_PRECISION", raising=False)
+    monkeypatch.setenv("SEQNLP_CACHE_DIR", str(tmp_path / "cache"))
+    from seqnlp import precision
+
+    precision.forget()
+    try:
+        for task in ("sentiment", "tagging"):
+            run, _ = exported[task]
+            assert export.main(["--model", str(run), "--format", "onnx", "--output", str(tmp_path / task)]) == 0
+    finally:
+        precision.forget()
