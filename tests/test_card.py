@@ -13,19 +13,12 @@ import yaml
 from huggingface_hub import ModelCard
 
 from seqnlp.tasks import runner, spec
-from test_tasks_contract import COMMON, FIXTURES, TINY
+from test_tasks_contract import FIXTURES, train_tiny
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    with pytest.MonkeyPatch.context() as mp:  # undone even when a run fails
-        mp.setenv("SEQNLP_TASKS_DIR", str(FIXTURES))
-        mp.delenv("SEQNLP_DATA_DIR", raising=False)
-        out = {}
-        for task in ("sentiment", "translation"):
-            out[task] = tmp_path_factory.mktemp(task) / "run"
-            assert runner.main(spec(task), [*TINY[task], *COMMON, "--output", str(out[task]), "--epochs", "1"]) == 0
-    return out
+    return train_tiny(tmp_path_factory, ("sentiment", "translation"))
 
 
 def _results(card: ModelCard) -> dict[tuple[str, str], float]:
@@ -47,7 +40,7 @@ def test_the_card_is_hub_metadata_with_the_evaluation_values(task: str, runs: di
     assert _results(card) == {("test", m): round(evaluation[m], 4) for m in metrics}
     assert {r.dataset_name for r in card.data.eval_results} == {evaluation["benchmark"]}
     assert card.data.to_dict()["training_hardware"] and "## Training" in text and '"task": "' + task in text
-    assert f'seqnlp.load("user/repo")' in text and f"python -m seqnlp.tasks.{task}" in text
+    assert 'seqnlp.load("user/repo")' in text and f"python -m seqnlp.tasks.{task}" in text
     if task == "translation":  # sacreBLEU's signature, as the evaluation JSON carries it
         assert evaluation["signatures"]["bleu"].replace("|", "\\|") in text
 

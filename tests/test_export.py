@@ -12,8 +12,8 @@ import torch
 
 import seqnlp
 from seqnlp.data import pad
-from seqnlp.tasks import KINDS, runner, spec
-from test_tasks_contract import COMMON, FIXTURES, TINY
+from seqnlp.tasks import KINDS
+from test_tasks_contract import train_tiny
 
 pytest.importorskip("onnxruntime")
 from seqnlp import export  # after the skip: it needs the onnx extra
@@ -26,15 +26,11 @@ SENTENCES = [["Ana", "vive", "en", "Lima", "."], ["Hola"], ["El", "presidente", 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
     """task → (tiny run folder, its ONNX export, made through the command line)."""
-    with pytest.MonkeyPatch.context() as mp:  # undone even when a run fails
-        mp.setenv("SEQNLP_TASKS_DIR", str(FIXTURES))
-        mp.delenv("SEQNLP_DATA_DIR", raising=False)
-        out = {}
-        for task in sorted(KINDS):
-            run, onnx = tmp_path_factory.mktemp(task) / "run", tmp_path_factory.mktemp(task) / "onnx"
-            assert runner.main(spec(task), [*TINY[task], *COMMON, "--output", str(run), "--epochs", "1"]) == 0
-            assert export.main(["--model", str(run), "--format", "onnx", "--output", str(onnx)]) == 0
-            out[task] = run, onnx
+    out = {}
+    for task, run in train_tiny(tmp_path_factory, sorted(KINDS)).items():
+        onnx = tmp_path_factory.mktemp(task) / "onnx"
+        assert export.main(["--model", str(run), "--format", "onnx", "--output", str(onnx)]) == 0
+        out[task] = run, onnx
     return out
 
 

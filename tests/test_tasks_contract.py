@@ -8,6 +8,7 @@ import ast
 import json
 import os
 import signal
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -152,17 +153,22 @@ def test_no_import_circles_in_seqnlp() -> None:
         visit(module, [])
 
 
-@pytest.fixture(scope="module")
-def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def train_tiny(tmp_path_factory: pytest.TempPathFactory, tasks: Sequence[str]) -> dict[str, Path]:
+    """task → a one-epoch run of it on its fixture benchmark (for module fixtures of other test files too)."""
     with pytest.MonkeyPatch.context() as mp:  # undone even when a run fails
         mp.setenv("SEQNLP_TASKS_DIR", str(FIXTURES))
         mp.delenv("SEQNLP_DATA_DIR", raising=False)
         runs = {}
-        for task in sorted(KINDS):
+        for task in tasks:
             runs[task] = tmp_path_factory.mktemp(task) / "run"
             argv = [*TINY[task], *COMMON, "--output", str(runs[task]), "--epochs", "1"]
             assert runner.main(spec(task), argv) == 0
     return runs
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return train_tiny(tmp_path_factory, sorted(KINDS))
 
 
 @pytest.mark.parametrize("task", sorted(KINDS))
