@@ -539,6 +539,15 @@ def dataset_of(columns: dict[str, list[Any]]) -> datasets.Dataset:
     return datasets.Dataset.from_dict(columns)
 
 
+_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)  # IMDB reviews keep their HTML line breaks verbatim
+
+
+def clean(text: str) -> str:
+    """The one text normalisation of review-like text before word or subword tokenizing (training, scoring and
+    prediction alike): HTML line breaks become spaces."""
+    return _BREAK.sub(" ", text)
+
+
 def check_texts(values: Sequence[Any], where: str, *, what: str = "text", column: str = "text",
                 missing_ok: bool = False, blank_ok: bool = False) -> list[str]:
     """The values as strings (missing ones dropped when `missing_ok`); SeqnlpError naming the first row that is

@@ -46,7 +46,7 @@ from torch import nn
 from seqnlp import baselines, distributed, scoring
 from seqnlp.benchmark import load_benchmark
 from seqnlp.config import opt
-from seqnlp.data import Batch, BucketBatchSampler, check_columns, check_texts, deal, pad
+from seqnlp.data import Batch, BucketBatchSampler, check_columns, check_texts, clean, deal, pad
 from seqnlp.device import autocast, resolve_device, use_bf16
 from seqnlp.encoders import CELLS, POOL_MODES, Dropout, LockedDropout, Pooler, RNNEncoder
 from seqnlp.errors import SeqnlpError, check_finite
@@ -60,7 +60,6 @@ from seqnlp.trainer import Output, load_model_weights
 TASK = "sentiment"
 TOKENIZER_FILE = "tokenizer.json"
 EVAL_BATCH_TOKENS = 64_000  # evaluation batches hold about this many padded tokens (no gradients: big is fine)
-_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)  # IMDB reviews keep their HTML line breaks verbatim
 
 
 # ====================================================================== configuration
@@ -259,11 +258,6 @@ def build_classifier(config: ModelConfig, vocab_size: int, num_classes: int, pad
 
 
 # ====================================================================== text and labels
-
-def clean(text: str) -> str:
-    """The one text normalisation applied before tokenizing (training and prediction alike)."""
-    return _BREAK.sub(" ", text)
-
 
 def truncate(ids: list[int], max_length: int, mode: str) -> list[int]:
     """Keep at most `max_length` ids: the head, the tail, or the first quarter plus the last three quarters."""
