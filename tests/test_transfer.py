@@ -68,6 +68,12 @@ def test_a_word_or_bpe_language_model_trains_saves_loads_and_scores(level: str, 
     assert lm.log_prob("to be or not") < 0
 
 
+@pytest.mark.parametrize("level", ["word", "bpe"])
+def test_a_word_or_bpe_model_reads_html_line_breaks_as_the_classifier_does(level: str, lms: dict[str, Path]) -> None:
+    lm = seqnlp.load(lms[level])
+    assert lm.log_prob("to be<br /><br />or not<BR>") == lm.log_prob("to be  or not ")
+    assert lm.score(["to be<br />or"]) == lm.score(["to be or"])
+
 def test_the_char_model_stays_the_default(lms: dict[str, Path], tmp_path: Path) -> None:
     argv = [*LM[:-4], *COMMON, "--output", str(tmp_path / "char"), "--max-steps", "2"]
     assert runner.main(spec("generation"), argv) == 0
