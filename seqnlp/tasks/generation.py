@@ -705,8 +705,9 @@ def prepare(run: Run) -> Prepared:
     # models it overestimates them, so give their dropouts explicitly).
     config, passes = regularisation(run.settings["model"], stream.numel(), train_cfg, data)
     run.settings["model"] = config  # saved in config.json as resolved
+    pace = f" (the budget allows about {passes:.0f} passes over the training text)" if tokens.level == "char" else ""
     print(f"regularisation: dropout {config.dropout}, embedding dropout {config.embedding_dropout}, weight dropout "
-          f"{config.weight_dropout} (the budget allows about {passes:.0f} passes over the training text)", flush=True)
+          f"{config.weight_dropout}{pace}", flush=True)
     model = CharRNN(config, tokenizer.vocab_size, data.batch_size * run.world, tokenizer.pad_id,
                     precision=train_cfg.precision,
                     adaptive=adaptive(tokens))
