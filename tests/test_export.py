@@ -114,6 +114,9 @@ def test_the_onnx_predictor_answers_the_library_calls_as_pytorch(exported) -> No
     for beam in (1, 2):
         assert ox.translate(TEXTS, beam=beam) == pt.translate(TEXTS, beam=beam)
     assert ox.target_nll(TEXTS, TEXTS) == pytest.approx(pt.target_nll(TEXTS, TEXTS), rel=1e-4)
+    with pytest.raises(seqnlp.SeqnlpError, match="is an ONNX export, which translates but has no attention"):
+        ox.attention(TEXTS[0])
+    assert pt.attention(TEXTS[0])[2].shape[1] > 0
 
 
 def test_load_onnx_of_a_run_folder_and_export_of_nothing_are_one_line_errors(exported, tmp_path: Path,

@@ -579,15 +579,14 @@ class CharLM:
     def nll(self, texts: Sequence[str]) -> tuple[float, int] | tuple[float, int, int]:
         """(total NLL in nats, characters) of `texts`, each read from <bos> (the scoring protocol); a word or bpe
         model adds the number of tokens predicted: (nats, characters, tokens)."""
-        if self.tokenizer.level != "char":
-            texts = [clean(t) for t in texts]
-        rows = self.tokenizer.encode_batch(list(texts))
+        chars = sum(len(t) for t in texts)  # of the text as given, which the scoring protocol divides by
+        rows = self.tokenizer.encode_batch([clean(t) for t in texts] if self.tokenizer.level != "char" else list(texts))
         with autocast(self.device, self.bf16):
             total, count = split_nll(self.model, rows, self.tokenizer.bos_id, self.device)
         total = check_finite(total, f"the model in {self.run_dir}")
         if self.tokenizer.level == "char":
             return total, count
-        return total, sum(len(t) for t in texts), count
+        return total, chars, count
 
     def log_prob(self, text: str) -> float:
         """Total natural-log probability of the characters of `text`, each given the ones before it."""
@@ -675,16 +674,18 @@ def prepare(run: Run) -> Prepared:
     tokens: TokenConfig = run.settings["tokens"]
     train_cfg = run.settings["train"]
     t0 = time.perf_counter()
+    raw = {role: [t for t in check_texts(run.rows(role)[0]["text"], run.where(role), missing_ok=True, blank_ok=True)
+                  if t] for role in ("train", "validation", "test")}
     read = (lambda t: t) if tokens.level == "char" else clean  # a char model keeps every character it is given
-    texts = {role: [read(t) for t in check_texts(run.rows(role)[0]["text"], run.where(role), missing_ok=True,
-                                                 blank_ok=True) if t] for role in ("train", "validation", "test")}
+    texts = {role: [read(t) for t in rows] for role, rows in raw.items()}
     for role, rows in texts.items():
         if not rows:
             raise SeqnlpError(f"{run.where(role)} holds no text")
     tokenizer = run.tokenizer(TOKENIZER_FILE, lambda: train_tokenizer(texts["train"], tokens))
     encoded = {role: tokenizer.encode_batch(texts[role]) for role in ("validation", "test")}
     stream = encode_stream(tokenizer, texts["train"])  # (N,)
-    chars = {role: sum(len(r) for r in rows) for role, rows in texts.items()}
+    # Per character of the text as given (a <br /> read as a space still counts its six characters), as scoring counts.
+    chars = {role: sum(len(r) for r in rows) for role, rows in raw.items()}
     unit = "character" if tokens.level == "char" else f"{tokens.level} token"
     # Flags that cannot fit the text fail before anything is printed about the data.
     if len(Windows(stream, data.batch_size, data.seq_length, parts=run.world)) == 0:

@@ -487,6 +487,9 @@ class Translator:
         """
         beam = self.decode_config.beam if beam is None else beam
         check_decoding(beam=beam)
+        if not hasattr(self.model, "decode_teacher"):  # an ONNX export holds the decoder step only
+            raise SeqnlpError(f"{self.run_dir} is an ONNX export, which translates but has no attention weights; "
+                              "load the run folder it was exported from for those")
         corpus = self._corpus(texts)
         hyps = decode_ids(self.model, corpus, self.decode_config, beam, batch_size or self.data_config.eval_batch_size,
                           self.device, f"the model in {self.run_dir}")
