@@ -76,6 +76,28 @@ def test_a_word_or_bpe_model_reads_html_line_breaks_as_the_classifier_does(level
     nats, chars, _ = lm.nll(["to be<br />or"])
     assert nats == lm.nll(["to be or"])[0] and chars == len("to be<br />or")
 
+def test_a_run_whose_final_scoring_failed_is_scored_again_by_evaluate_and_still_starts_a_classifier(
+        lms: dict[str, Path], tmp_path: Path) -> None:
+    import shutil
+
+    lm = tmp_path / "lm"
+    shutil.copytree(lms["bpe"], lm)
+    kept = json.loads((lm / "evaluation_test.json").read_text())
+    (lm / "evaluation_test.json").unlink()  # as if the scoring after training had crashed
+    results = tmp_path / "lm.json"
+    assert runner.main(spec("generation"), ["evaluate", "--model", str(lm), "--results", str(results)]) == 0
+    again = json.loads((lm / "evaluation_test.json").read_text())
+    metrics = json.loads((lm / "metrics.json").read_text())
+    assert again["nats_per_char"] == kept["nats_per_char"] and again["best_step"] == kept["best_step"]
+    assert again["train_seconds"] == metrics["train_seconds"] and "git_commit" not in again  # not known any more
+    written = json.loads(results.read_text())
+    assert written["train_seconds"] == metrics["train_seconds"] and written["tokens_per_second"] > 0
+    out = tmp_path / "clf"
+    assert runner.main(spec("sentiment"), [*CLASSIFIER, *COMMON, "--init-from", str(lm), "--output", str(out)]) == 0
+    record = json.loads((out / "config.json").read_text())["init_from"]
+    assert record["train_seconds"] == metrics["train_seconds"] and record["scores"]["nats_per_char"] == kept[
+        "nats_per_char"]
+
 def test_the_char_model_stays_the_default(lms: dict[str, Path], tmp_path: Path) -> None:
     argv = [*LM[:-4], *COMMON, "--output", str(tmp_path / "char"), "--max-steps", "2"]
     assert runner.main(spec("generation"), argv) == 0

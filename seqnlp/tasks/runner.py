@@ -592,19 +592,43 @@ def evaluate(task_spec: TaskSpec, args: argparse.Namespace) -> int:
     if task_spec.evaluate_options is not None:
         task_spec.evaluate_options[1](predictor, args)
     evaluation = scoring.score(predictor, bench, role)
+    trained = _training_record(run_dir, evaluation) if not (args.dataset or args.benchmark or args.output) and (
+        evaluation.role == "test") else {}
     folder = Path(args.output) if args.output else run_dir
     if not os.access(folder if folder.exists() else folder.parent, os.W_OK):
         _note(f"note: {folder} is not writable; the evaluation is printed only (pass --output DIR to keep it)")
         folder = None
     elif args.output:
         folder.mkdir(parents=True, exist_ok=True)
-    _finish_scoring(task_spec, evaluation, folder)
+    _finish_scoring(task_spec, evaluation, folder, trained)
     if folder == run_dir:  # the model card shows the run folder's evaluations
         card.write_card(run_dir, task_spec, settings, count_parameters(predictor.model)[0])
     if args.results:
         _write_results(args.results, task_spec, evaluation, getattr(predictor, "model", nn.Module()), config,
-                       None, None, settings["train"].seed, {"model_dir": str(run_dir), **evaluation.details})
+                       trained.get("train_seconds"), trained.get("tokens_per_second"), settings["train"].seed,
+                       {"model_dir": str(run_dir), **{k: v for k, v in trained.items() if k != "tokens_per_second"},
+                        **evaluation.details})
     return 0
+
+
+def _training_record(run_dir: Path, evaluation: scoring.Evaluation) -> dict[str, Any]:
+    """How the run was trained, for an evaluation of its own scored split: kept from the evaluation file written
+    when training ended, else read from metrics.json (a run whose final scoring failed stays a valid --init-from
+    start). The commit is known only from the former."""
+    previous = run_dir / _evaluation_file(evaluation)
+    try:
+        kept = read_json(previous) if previous.is_file() else {}
+        metrics = read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else {}
+    except SeqnlpError:
+        return {}
+    if isinstance(kept, dict) and "best_step" in kept:
+        return {k: kept[k] for k in ("validation", "best_step", "train_seconds", "git_commit") if k in kept} | (
+            {"tokens_per_second": metrics["tokens_per_second"]} if isinstance(metrics, dict)
+            and "tokens_per_second" in metrics else {})
+    if not isinstance(metrics, dict) or not {"best_metrics", "best_step", "train_seconds"} <= set(metrics):
+        return {}
+    return {"validation": metrics["best_metrics"], "best_step": metrics["best_step"],
+            "train_seconds": metrics["train_seconds"], "tokens_per_second": metrics.get("tokens_per_second")}
 
 
 # ====================================================================== the command line
