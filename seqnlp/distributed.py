@@ -139,6 +139,15 @@ def mean_over_processes(loss: torch.Tensor, count: int | torch.Tensor) -> torch.
     return loss * (mine * torch.distributed.get_world_size() / total).to(loss.dtype).squeeze(0)
 
 
+def sum_over_processes(value: float) -> float:
+    """`value` summed over every process (itself in one process)."""
+    if not active():
+        return value
+    total = torch.tensor([value], dtype=torch.float64, device=_collective_device())  # (1,)
+    torch.distributed.all_reduce(total)
+    return float(total.item())
+
+
 def gather_rows(values: torch.Tensor, dim: int) -> torch.Tensor:
     """Every process's `values` concatenated along `dim`, in rank order (the tensor itself in one process)."""
     if not active():

@@ -268,13 +268,28 @@ def test_regularisation_scales_with_the_passes_the_budget_allows() -> None:
 
     data = gen.DataConfig()
     budget = TrainConfig(epochs=100, time_budget=25.0)
-    small, passes = gen.regularisation(gen.ModelConfig(), 1_000_000, budget, data)  # Tiny Shakespeare's size
+    speed = 11_000  # tokens/s
+    small, passes = gen.regularisation(gen.ModelConfig(), 1_000_000, budget, data, speed)  # Tiny Shakespeare's size
     assert passes == pytest.approx(16.5) and small.dropout == gen.REGULARISATION["dropout"]
-    big, _ = gen.regularisation(gen.ModelConfig(), 100_000_000, budget, data)  # seen less than once
+    slower, passes = gen.regularisation(gen.ModelConfig(), 1_000_000, budget, data, speed / 2)  # half the machine
+    assert passes == pytest.approx(8.25) and 0.0 < slower.dropout < small.dropout
+    big, _ = gen.regularisation(gen.ModelConfig(), 100_000_000, budget, data, speed)  # seen less than once
     assert big.dropout == big.embedding_dropout == big.weight_dropout == 0.0
-    middle, _ = gen.regularisation(gen.ModelConfig(), 6_000_000, budget, data)  # about 3 passes
+    middle, _ = gen.regularisation(gen.ModelConfig(), 6_000_000, budget, data, speed)  # about 3 passes
     assert 0.0 < middle.weight_dropout < small.weight_dropout
     few_epochs, passes = gen.regularisation(gen.ModelConfig(), 1_000_000, TrainConfig(epochs=2), data)
     assert passes == 2.0 and few_epochs.dropout < middle.dropout
-    given, _ = gen.regularisation(gen.ModelConfig(dropout=0.05), 1_000_000, budget, data)
+    given, _ = gen.regularisation(gen.ModelConfig(dropout=0.05), 1_000_000, budget, data, speed)
     assert given.dropout == 0.05 and given.weight_dropout == gen.REGULARISATION["weight_dropout"]  # a flag wins
+    with pytest.raises(SeqnlpError, match="speed"):
+        gen.regularisation(gen.ModelConfig(), 1_000_000, budget, data)
+
+
+def test_training_speed_is_measured_without_touching_the_random_stream() -> None:
+    stream = torch.randint(4, 30, (4000,))
+    config = gen.ModelConfig(hidden_size=16, embedding_size=8)
+    data = gen.DataConfig(batch_size=4, seq_length=16)
+    before = torch.get_rng_state()
+    speed = gen.training_speed(config, 30, stream, data, "fp32", torch.device("cpu"), adaptive=False)
+    assert torch.equal(torch.get_rng_state(), before)
+    assert 0 < speed < float("inf")
