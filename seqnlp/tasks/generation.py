@@ -24,7 +24,8 @@ rows of text → char tokenizer trained on the train split → one long id strea
 Regularisation (AWD-LSTM's, Merity et al. 2018): variational dropout on the embeddings, between layers and
 before the output layer, and DropConnect on the hidden-to-hidden weights. Unless set by flags, its strength
 follows how many passes over the training text the budget allows at the speed measured on the machine at
-hand (`training_speed`, `regularisation`), so a book-length `--dataset` or a slower CPU needs no hand tuning; training ends early when validation stops improving (`--patience`).
+hand (`training_speed`, `regularisation`): a book-length `--dataset` or a slower CPU needs no hand tuning.
+Training ends early when validation stops improving (`--patience`).
 
 Truncated BPTT that survives checkpoints: every training window carries in `Batch.index` the stream position
 of each row's first character. The model keeps the final state of the previous window, and the position that
@@ -99,9 +100,7 @@ class ModelConfig:
                                           "(default: scaled to the corpus)", min=0, max=0.95)
     weight_dropout: float | None = opt(None, "DropConnect on the hidden-to-hidden weights "
                                        "(default: scaled to the corpus)", min=0, max=0.95)
-    # None = the largest of SIZES that the time budget can train for SIZE_PASSES passes here (see `fit_to_budget`).
-    hidden_size: int | None = opt(None, "H, recurrent state size (default: the largest of 768 and 512 that the "
-                                  "time budget trains well on this machine; 768 without a budget)", min=1)
+    hidden_size: int = opt(768, "H, recurrent state size", min=1)
     embedding_size: int = opt(128, "E, character embedding width", min=1)
     # Tying shares the V x E embedding with the output layer (Press & Wolf 2017); with E != H a
     # projection H → E is added before the output layer.
@@ -156,34 +155,6 @@ REGULARISATION = {"dropout": 0.3, "embedding_dropout": 0.1, "weight_dropout": 0.
 FULL_PASSES = 15
 
 
-# Hidden sizes tried, largest first, when --hidden-size is not given, and the passes over the training text a
-# size must get in the budget. On the Xeon with AMX 2x768 trained 15.6 passes of Tiny Shakespeare in 25 minutes
-# (validation 1.3198, flat at the end), 2x512 29 passes (1.3271); 2x1024, about 8 passes, was far behind when
-# stopped. On an AMD EPYC without AMX 2x768 trains about 7 passes, 2x512 about 15.
-SIZES = (768, 512)
-SIZE_PASSES = 12
-
-
-def fit_to_budget(config: ModelConfig, vocab_size: int, stream: Tensor, data: DataConfig, train: Any,
-                  device: torch.device, adaptive: bool) -> tuple[ModelConfig, float | None, str]:
-    """`config` with its hidden size and dropouts resolved for the budget on this machine (flags win), the
-    measured training tokens/s (None when nothing needed it) and a line saying what was chosen and why."""
-    sizes = SIZES if config.hidden_size is None else (config.hidden_size,)
-    unset = any(getattr(config, name) is None for name in REGULARISATION)
-    if not train.time_budget or not (unset or config.hidden_size is None):  # nothing depends on the speed
-        config = replace(config, hidden_size=sizes[0])
-        return (regularisation(config, stream.numel(), train, data)[0] if unset else config), None, ""
-    tried = []
-    for hidden in sizes:
-        sized = replace(config, hidden_size=hidden)
-        speed = training_speed(sized, vocab_size, stream, data, train.precision, device, adaptive)
-        sized, passes = regularisation(sized, stream.numel(), train, data, speed)
-        tried.append(f"{config.layers}x{hidden}: {speed:,.0f} tokens/s, {passes:.1f} passes")
-        if passes >= SIZE_PASSES:
-            break
-    return sized, speed, "; ".join(tried)
-
-
 def regularisation(config: ModelConfig, train_chars: int, train: Any, data: DataConfig,
                    speed: float | None = None) -> tuple[ModelConfig, float]:
     """`config` with its unset dropouts scaled to the passes over `train_chars` that the budget allows, at
@@ -204,9 +175,10 @@ def training_speed(config: ModelConfig, vocab_size: int, stream: Tensor, data: D
                    device: torch.device, adaptive: bool) -> float:
     """Training tokens/s of this model on this machine, summed over the processes of a torchrun: forward and
     backward over the first training window at full regularisation, the faster of two after a warm-up (a few
-    seconds). The machine decides how many passes a time budget buys: the default 2x768 LSTM trained 11k
-    characters/s on the Xeon with AMX and about half that on an AMD EPYC without. RNG state and weights of the
-    real model are untouched."""
+    seconds). The machine decides how many passes a time budget buys: the default 2x768 LSTM trains 11k
+    characters/s on the Xeon with AMX and 4.7k on an AMD EPYC without (7 passes of Tiny Shakespeare in 25
+    minutes, where 2x512 gets 15 but scored worse: 1.3593 against 1.3502). RNG state and the real model's
+    weights are untouched."""
     full = replace(config, **{name: p for name, p in REGULARISATION.items() if getattr(config, name) is None})
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         model = CharRNN(full, vocab_size, data.batch_size, precision=precision, adaptive=adaptive).to(device).train()
@@ -759,10 +731,14 @@ def prepare(run: Run) -> Prepared:
           f"test ({run.bench.split_name()}) {chars['test']:,} characters{counted}; {tokens.level} vocabulary "
           f"{tokenizer.vocab_size} (4 special); prepared in {time.perf_counter() - t0:.1f}s", flush=True)
     # The passes the budget allows, counted in tokens at the speed measured here.
-    config, speed, tried = fit_to_budget(run.settings["model"], tokenizer.vocab_size, stream, data, train_cfg,
-                                         run.device, adaptive(tokens))
+    config, speed = run.settings["model"], None
+    if train_cfg.time_budget and any(getattr(config, name) is None for name in REGULARISATION):
+        speed = training_speed(config, tokenizer.vocab_size, stream, data, train_cfg.precision, run.device,
+                               adaptive(tokens))
+    config, passes = regularisation(config, stream.numel(), train_cfg, data, speed)
     run.settings["model"] = config  # saved in config.json as resolved
-    pace = "" if speed is None else f" (measured here, the budget over the training text: {tried})"
+    pace = "" if speed is None else (f" (measured here: {speed:,.0f} {tokens.level} tokens/s, so the budget "
+                                     f"allows about {passes:.1f} passes over the training text)")
     print(f"model: {config.layers}x{config.hidden_size} {config.cell}; regularisation: dropout {config.dropout}, "
           f"embedding dropout {config.embedding_dropout}, weight dropout {config.weight_dropout}{pace}", flush=True)
     model = CharRNN(config, tokenizer.vocab_size, data.batch_size * run.world, tokenizer.pad_id,
