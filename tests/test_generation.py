@@ -283,6 +283,22 @@ def test_regularisation_scales_with_the_passes_the_budget_allows() -> None:
     assert given.dropout == 0.05 and given.weight_dropout == gen.REGULARISATION["weight_dropout"]  # a flag wins
     with pytest.raises(SeqnlpError, match="speed"):
         gen.regularisation(gen.ModelConfig(), 1_000_000, budget, data)
+    every = gen.ModelConfig(dropout=0.1, embedding_dropout=0.0, weight_dropout=0.2)
+    assert gen.regularisation(every, 1_000_000, budget, data)[0] == every  # all given: no speed needed
+
+
+@pytest.mark.parametrize("dropouts", [[], ["--embedding-dropout", "0.05", "--weight-dropout", "0.1"]])
+def test_a_budgeted_run_trains_with_its_dropouts_given_or_measured(tmp_path: Path, dropouts: list[str]) -> None:
+    at = TINY.index("--time-budget")
+    flags = TINY[:at] + TINY[at + 2:]  # TINY gives --dropout 0
+    assert gen.main(["--dataset", str(FIXTURE), *flags, *dropouts, "--time-budget", "0.01", "--output",
+                     str(tmp_path / "run")]) == 0
+    model = json.loads((tmp_path / "run" / "config.json").read_text())["model"]
+    assert model["dropout"] == 0.0
+    if dropouts:
+        assert (model["embedding_dropout"], model["weight_dropout"]) == (0.05, 0.1)
+    else:  # scaled to the passes the measured speed allows
+        assert model["embedding_dropout"] is not None and model["weight_dropout"] is not None
 
 
 def test_training_speed_is_measured_without_touching_the_random_stream() -> None:

@@ -160,6 +160,8 @@ def regularisation(config: ModelConfig, train_chars: int, train: Any, data: Data
     """`config` with its unset dropouts scaled to the passes over `train_chars` that the budget allows, at
     `speed` training tokens/s (`training_speed`; needed when a time budget is set)."""
     passes = float(train.epochs)
+    if all(getattr(config, name) is not None for name in REGULARISATION):  # every dropout given: nothing to scale
+        return config, passes
     if train.time_budget:
         if speed is None:
             raise SeqnlpError("a time budget needs the measured training speed to size the regularisation")
