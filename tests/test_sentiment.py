@@ -237,7 +237,7 @@ def test_presets_are_the_measured_runs(benchmark: str, result: str) -> None:
 def test_ensemble_trains_side_by_side_and_predicts_the_mean_probability(tmp_path: Path) -> None:
     run = tmp_path / "ens"
     assert sentiment.main(["--dataset", str(FIXTURE), *TINY, "--epochs", "12", "--seed", "0", "--ensemble", "2",
-                           "--output", str(run), "--results", str(tmp_path / "r.json")]) == 0
+                           "--precision", "fp32", "--output", str(run), "--results", str(tmp_path / "r.json")]) == 0
     assert json.loads((run / "evaluation_test.json").read_text())["accuracy"] >= 87.5  # 14 of the 16 at least
     result = read_result(tmp_path / "r.json")
     assert result["model"].endswith("ensemble of 2") and result["config"]["model"]["ensemble"] == 2
@@ -245,6 +245,9 @@ def test_ensemble_trains_side_by_side_and_predicts_the_mean_probability(tmp_path
     model = predictor.model
     assert isinstance(model, sentiment.Ensemble) and len(model.members) == 2
     a, b = model.members
+    # --precision fp32 holds for the recurrence too (the encoders' own "auto" would measure and may pick bf16)
+    assert a.encoder.precision == b.encoder.precision == "fp32"
+    assert sentiment.build_classifier(model.config, 50, 2).members[0].encoder.precision == "auto"
     assert not torch.equal(a.embedding.weight, b.embedding.weight)  # members start apart
     batch = sentiment.Batches(sentiment.Split("x", ["a"], [[5, 6, 7], [8, 9]], np.array([0, 1])), [[0, 1]], 0)[0]
     with torch.no_grad():

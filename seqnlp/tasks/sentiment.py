@@ -155,7 +155,8 @@ class SentimentClassifier(nn.Module):
     forward(batch) -> Output(logits (B, C), loss): cross-entropy when `batch.labels` is set.
     """
 
-    def __init__(self, config: ModelConfig, vocab_size: int, num_classes: int, pad_id: int = 0) -> None:
+    def __init__(self, config: ModelConfig, vocab_size: int, num_classes: int, pad_id: int = 0,
+                 precision: str = "auto") -> None:
         super().__init__()
         if num_classes < 2:
             raise SeqnlpError(f"a classifier needs at least 2 classes, got {num_classes}")
@@ -168,7 +169,7 @@ class SentimentClassifier(nn.Module):
         # masks padding itself, so the encoder need not zero it.
         self.encoder = RNNEncoder(config.cell, config.embedding_size, config.hidden_size,
                                   num_layers=config.layers, bidirectional=config.bidirectional, dropout=between,
-                                  fp32_outputs=False, zero_padding=False)
+                                  fp32_outputs=False, zero_padding=False, precision=precision)
         self.pooler = Pooler(config.pooling, self.encoder.output_dim, bidirectional=config.bidirectional)
         self.dropout = Dropout(config.dropout)
         self.head = nn.Linear(self.pooler.output_dim, num_classes)
@@ -210,11 +211,12 @@ class Ensemble(nn.Module):
     One model to the trainer, so checkpoints, resume and model selection treat the ensemble as a whole.
     """
 
-    def __init__(self, config: ModelConfig, vocab_size: int, num_classes: int, pad_id: int = 0) -> None:
+    def __init__(self, config: ModelConfig, vocab_size: int, num_classes: int, pad_id: int = 0,
+                 precision: str = "auto") -> None:
         super().__init__()
         self.config = config
         single = replace(config, ensemble=1)
-        self.members = nn.ModuleList(SentimentClassifier(single, vocab_size, num_classes, pad_id)
+        self.members = nn.ModuleList(SentimentClassifier(single, vocab_size, num_classes, pad_id, precision)
                                      for _ in range(config.ensemble))
         if config.freeze_embedding:  # one fixed table, stored once (tied weights are saved once)
             for member in self.members[1:]:
@@ -252,10 +254,12 @@ def finetune_groups(model: nn.Module, finetune: FinetuneConfig | None) -> list[d
     return groups
 
 
-def build_classifier(config: ModelConfig, vocab_size: int, num_classes: int, pad_id: int = 0) -> nn.Module:
-    """A SentimentClassifier, or an Ensemble of them when `config.ensemble` > 1."""
+def build_classifier(config: ModelConfig, vocab_size: int, num_classes: int, pad_id: int = 0,
+                     precision: str = "auto") -> nn.Module:
+    """A SentimentClassifier, or an Ensemble of them when `config.ensemble` > 1; `precision` (the run's
+    --precision) is the encoder's recurrence too, so fp32 means fp32 throughout."""
     cls = Ensemble if config.ensemble > 1 else SentimentClassifier
-    return cls(config, vocab_size, num_classes, pad_id)
+    return cls(config, vocab_size, num_classes, pad_id, precision)
 
 
 # ====================================================================== text and labels
@@ -492,7 +496,8 @@ def prepare(run: Run) -> Prepared:
           f"vocabulary {tokenizer.vocab_size}; tokens per text: mean {lengths.mean():.0f}, max {lengths.max()} "
           f"(truncated at {config.max_length}, {config.truncation}); prepared in {time.perf_counter() - t0:.1f}s",
           flush=True)
-    model = build_classifier(config, tokenizer.vocab_size, len(names), tokenizer.pad_id)
+    model = build_classifier(config, tokenizer.vocab_size, len(names), tokenizer.pad_id,
+                             run.settings["train"].precision)
     model.finetune = run.settings["finetune"]  # type: ignore[assignment]  (read by param_groups)
     seconds = pretrain_embedding(model, tokenizer, [*train.texts, *unlabelled], config, seed) if unlabelled else 0.0
     if init is not None:  # the language model's embedding and encoder, exactly; pooling and classifier are new
@@ -529,7 +534,8 @@ def _load(run_dir: Path, settings: dict[str, Any], device: str) -> SentimentPred
     if not isinstance(labels, list) or len(labels) < 2:
         raise SeqnlpError(f"{Path(run_dir) / 'config.json'} lists no class labels; the run folder is damaged")
     tokenizer = Tokenizer.load(Path(run_dir) / TOKENIZER_FILE)
-    model = build_classifier(settings["model"], tokenizer.vocab_size, len(labels), tokenizer.pad_id)
+    model = build_classifier(settings["model"], tokenizer.vocab_size, len(labels), tokenizer.pad_id,
+                             settings["train"].precision)
     load_model_weights(run_dir, model, "best")
     return SentimentPredictor(model, tokenizer, labels, device=device, precision=settings["train"].precision,
                               run_dir=run_dir)
