@@ -187,6 +187,12 @@ def choose_bf16(kind: str, sizes: Mapping[str, Any], device: torch.device | str,
     return choose(kind, sizes, device, measure) == "bf16"
 
 
+def recurrence(own: str, run: str) -> str:
+    """The precision an encoder runs its recurrence in: the task's own setting ("auto" measures) unless the
+    run's --precision fixes one, so --precision fp32 means fp32 throughout."""
+    return own if run == "auto" else run
+
+
 def forget() -> None:
     """Drop this process's remembered decisions (the cache file stays): the next ones are looked up again."""
     _memo.clear()

@@ -30,8 +30,7 @@ TINY: dict[str, list[str]] = {
                     "16", "--tokenizer", "word", "--vocab-size", "100", "--batch-size", "8", "--lr", "0.01",
                     "--warmup", "0", "--epochs", "3", "--beam", "2", "--time-budget", "0"],
     "tagging": ["--benchmark", "tiny_tagging", "--word-dim", "16", "--char-dim", "8", "--char-channels", "8",
-                "--hidden-size", "16", "--batch-size", "8", "--epochs", "3", "--time-budget", "0",
-                "--rnn-precision", "fp32"],
+                "--hidden-size", "16", "--batch-size", "8", "--epochs", "3", "--time-budget", "0"],
 }
 
 
@@ -169,6 +168,16 @@ def train_tiny(tmp_path_factory: pytest.TempPathFactory, tasks: Sequence[str]) -
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return train_tiny(tmp_path_factory, sorted(KINDS))
+
+
+@pytest.mark.parametrize("task", sorted(KINDS))
+def test_precision_fp32_holds_for_every_recurrence(task: str, tiny_runs: dict[str, Path],
+                                                   fixture_benchmarks: None) -> None:
+    from seqnlp.encoders import RNNEncoder
+
+    # the tiny runs trained with --precision fp32 (COMMON); an encoder's own "auto" or bf16 must not win over it
+    encoders = [m for m in seqnlp.load(tiny_runs[task]).model.modules() if isinstance(m, RNNEncoder)]
+    assert encoders and {e.precision for e in encoders} == {"fp32"}
 
 
 @pytest.mark.parametrize("task", sorted(KINDS))

@@ -39,6 +39,7 @@ from seqnlp.data import Batch, BucketBatchSampler, check_texts, deal, pad
 from seqnlp.device import resolve_device
 from seqnlp.encoders import CELLS, Dropout, RNNEncoder
 from seqnlp.errors import SeqnlpError, check_finite
+from seqnlp.precision import recurrence
 from seqnlp.spans import SCHEMES, allowed_starts, allowed_transitions, check_sentences, read_tags, spans
 from seqnlp.tasks.runner import Command, Prepared, Run, TaskSpec, load_run_of, main as run_main
 from seqnlp.trainer import Output, load_model_weights
@@ -70,7 +71,9 @@ class ModelConfig:
     min_count: int = opt(1, "words seen fewer times in train are <unk>", min=1)
     scheme: str = opt("auto", "tag scheme of the data (converted to IOB2)", choices=("auto", *SCHEMES))
     batch_size: int = opt(32, "training batch size (sentences)", min=1)
-    rnn_precision: str = opt("bf16", "encoder recurrence precision", choices=("auto", "fp32", "bf16"))
+    rnn_precision: str = opt("auto", "encoder recurrence precision: auto = the faster of fp32 and bf16 as measured "
+                         "on this machine (seqnlp.precision); --precision fp32 or bf16 fixes it as well",
+                         choices=("auto", "fp32", "bf16"))
 
 
 # Measured (results/conll2002_es/bilstm-char-crf.json); the trainer runs fp32 outside the bf16 encoder.
@@ -144,7 +147,8 @@ class CharCNN(nn.Module):
 class Tagger(nn.Module):
     """Word ⊕ char-CNN embeddings → dropout → bi-RNNEncoder → dropout → Linear(C) → CRF or softmax."""
 
-    def __init__(self, config: ModelConfig, tags: Sequence[str], num_words: int, num_chars: int) -> None:
+    def __init__(self, config: ModelConfig, tags: Sequence[str], num_words: int, num_chars: int,
+                 precision: str = "auto") -> None:
         super().__init__()
         c = self.config = config
         if c.word_dim == 0 and c.char_channels == 0:
@@ -154,7 +158,7 @@ class Tagger(nn.Module):
         self.dropout = Dropout(c.dropout)
         self.encoder = RNNEncoder(c.cell, c.word_dim + c.char_channels, c.hidden_size, num_layers=c.layers,
                                   bidirectional=True, dropout=c.dropout if c.layers > 1 else 0.0,
-                                  precision=c.rnn_precision)
+                                  precision=recurrence(c.rnn_precision, precision))
         self.project = nn.Linear(self.encoder.output_dim, len(tags))
         self.crf = CRF(len(tags), allowed_transitions(tags), allowed_starts(tags)) if c.head == "crf" else None
 
@@ -281,7 +285,7 @@ def prepare(run: Run) -> Prepared:
     print(f"data: {run.bench.name} — train {len(words)}, validation {len(valid[0])}, {run.bench.split_name()} "
           f"{len(data['test'][0])} sentences; {len(encoder.words):,} words, {len(encoder.chars)} characters, tags "
           f"{', '.join(encoder.tags)}", flush=True)
-    model = Tagger(config, encoder.tags, len(encoder.words), len(encoder.chars))
+    model = Tagger(config, encoder.tags, len(encoder.words), len(encoder.chars), run.settings["train"].precision)
     sampler = BucketBatchSampler([len(s) for s in words], config.batch_size * run.world, shuffle=True,
                                  seed=run.settings["train"].seed)
 
@@ -312,7 +316,8 @@ def _read_encoder(run_dir: Path, config: ModelConfig) -> Encoder:
 
 def _load(run_dir: Path, settings: dict[str, Any], device: str) -> EntityTagger:
     encoder = _read_encoder(run_dir, settings["model"])
-    model = Tagger(settings["model"], encoder.tags, len(encoder.words), len(encoder.chars))
+    model = Tagger(settings["model"], encoder.tags, len(encoder.words), len(encoder.chars),
+                   settings["train"].precision)
     load_model_weights(run_dir, model, "best")
     return EntityTagger(model, encoder, device, run_dir)
 

@@ -42,6 +42,7 @@ from seqnlp.data import Batch, BucketBatchSampler, check_texts, deal, pad
 from seqnlp.device import resolve_device
 from seqnlp.encoders import RNNEncoder
 from seqnlp.errors import SeqnlpError, check_finite
+from seqnlp.precision import recurrence
 from seqnlp.plots import heatmap
 from seqnlp.tasks.runner import Command, Prepared, Run, TaskSpec, load_run_of, main as run_main
 from seqnlp.tokenization import BOS, EOS, PAD, Tokenizer
@@ -76,8 +77,11 @@ class ModelConfig:
     share_embeddings: bool = opt(False, "share source and target embeddings (joint vocabulary only)")
     label_smoothing: float = opt(0.1, "label smoothing of the training loss (evaluation NLL never smooths)",
                                  min=0, max=0.9)
-    # "auto" lets the encoder pick by measuring both on this machine (seqnlp.precision); "bf16" always.
-    rnn_precision: str = opt("bf16", "encoder recurrence precision", choices=("auto", "fp32", "bf16"))
+    # Measured, not fixed: a GRU gains far more from bf16 on an AMD EPYC than on a Xeon, and a CPU without
+    # bf16 instructions loses by it (issue 21).
+    rnn_precision: str = opt("auto", "encoder recurrence precision: auto = the faster of fp32 and bf16 as measured "
+                         "on this machine (seqnlp.precision); --precision fp32 or bf16 fixes it as well",
+                         choices=("auto", "fp32", "bf16"))
 
 
 @dataclass
@@ -152,7 +156,7 @@ class Attention(nn.Module):
 class Seq2Seq(nn.Module):
     """Bidirectional RNN encoder + attentional RNN decoder; implements seqnlp.decoding's step protocol."""
 
-    def __init__(self, config: ModelConfig, source_vocab: int, target_vocab: int) -> None:
+    def __init__(self, config: ModelConfig, source_vocab: int, target_vocab: int, precision: str = "auto") -> None:
         super().__init__()
         c = self.config = config
         if c.decoder_layers > c.layers:
@@ -166,7 +170,7 @@ class Seq2Seq(nn.Module):
         self.target_embed = nn.Embedding(target_vocab, E, padding_idx=PAD)
         self.source_embed = self.target_embed if c.share_embeddings else nn.Embedding(source_vocab, E, padding_idx=PAD)
         self.encoder = RNNEncoder(c.cell, E, H // 2, num_layers=c.layers, bidirectional=True,
-                                  dropout=c.dropout, precision=c.rnn_precision)
+                                  dropout=c.dropout, precision=recurrence(c.rnn_precision, precision))
         D = self.encoder.output_dim
         # Per layer: [forward; backward] final states (2 * H/2 = H) → the decoder layer's initial state.
         self.bridge = nn.Linear(D, H)
@@ -615,7 +619,8 @@ def prepare(run: Run) -> Prepared:
     print(f"data: {len(train.sources)} train / {len(val.sources)} validation / {len(test.sources)} test pairs; "
           f"vocabulary {source_tok.vocab_size} source, {target_tok.vocab_size} target "
           f"({'joint' if data.joint_vocab else 'separate'} {data.tokenizer})", flush=True)
-    model = Seq2Seq(run.settings["model"], source_tok.vocab_size, target_tok.vocab_size)
+    model = Seq2Seq(run.settings["model"], source_tok.vocab_size, target_tok.vocab_size,
+                    run.settings["train"].precision)
     batches = training_batches(train, data, run.settings["train"].seed, run.world)
     refs = [t.lower() for t in val.targets] if target_tok.lowercase else val.targets  # type: ignore[union-attr]
 
@@ -641,7 +646,7 @@ def load(run_dir: str | Path, device: str = "cpu") -> Translator:
 
 def _load(run_dir: Path, settings: dict[str, Any], device: str) -> Translator:
     source_tok, target_tok = _tokenizers(run_dir)
-    model = Seq2Seq(settings["model"], source_tok.vocab_size, target_tok.vocab_size)
+    model = Seq2Seq(settings["model"], source_tok.vocab_size, target_tok.vocab_size, settings["train"].precision)
     load_model_weights(run_dir, model, "best")
     return Translator(model, source_tok, target_tok, settings["decode"], settings["data"], resolve_device(device),
                       run_dir)
