@@ -512,9 +512,10 @@ class Trainer:
 
         With a time budget, linear and cosine schedules also end when the budget does, so a run cut short by
         --time-budget still anneals to the floor instead of stopping at a high rate. Whether a run is cut is
-        decided once, from its pace after 5% of the planned steps (and the warmup): a run on course to finish
-        inside the budget keeps the step schedule, and so stays reproducible; one that is not follows the
-        clock from then on (progress = the larger of the step fraction and the budget fraction spent).
+        judged from its pace after 5% of the planned steps (and the warmup), and again at every step until it
+        is: a run on course to finish inside the budget keeps the step schedule, and so stays reproducible; one
+        that is not, or that slows down later (gradual unfreezing makes the first steps the fastest), follows
+        the clock from then on (progress = the larger of the step fraction and the budget fraction spent).
         """
         c = self.config
         warmup = c.warmup if c.warmup >= 1 else c.warmup * total
@@ -526,7 +527,7 @@ class Trainer:
         state = getattr(self, "_s", None)
         if c.time_budget > 0 and state is not None:
             budget = c.time_budget * 60.0
-            if state.get("budget_bound") is None and step >= max(warmup, 0.05 * total) and step > 0:
+            if not state.get("budget_bound") and step >= max(warmup, 0.05 * total) and step > 0:
                 state["budget_bound"] = float(state["elapsed"]) * total / step > budget  # projected run time
             if state.get("budget_bound"):
                 progress = max(progress, min(1.0, float(state["elapsed"]) / budget))
@@ -744,12 +745,14 @@ class Trainer:
                     params, c.clip_norm if c.clip_norm > 0 else float("inf"))  # scalar
                 spent = elapsed_before + time.perf_counter() - session_start
                 loss32, norm32 = loss.detach().float(), norm.detach().float().to(loss.device)
-                # One reduction per step gives every rank the global mean loss and the same stop decisions.
-                flags = dist.sum_(torch.stack([
-                    loss32, (~torch.isfinite(loss32)).float(), (~torch.isfinite(norm32)).float(),
-                    torch.tensor(float(interrupts.requested), device=loss.device),
-                    torch.tensor(float(budget > 0 and spent >= budget), device=loss.device),
-                ])).tolist()  # [loss sum, loss bad, grad bad, interrupt, out of time]
+                # One reduction per step gives every rank the global mean loss, the same stop decisions and
+                # the same clock (the budget-bound schedule reads it: ranks must agree on the learning rate).
+                flags = dist.sum_(torch.cat([
+                    torch.stack([loss32, (~torch.isfinite(loss32)).float(), (~torch.isfinite(norm32)).float()]
+                                ).double(),
+                    torch.tensor([float(interrupts.requested), float(budget > 0 and spent >= budget), spent],
+                                 dtype=torch.float64, device=loss.device),
+                ])).tolist()  # [loss sum, loss bad, grad bad, interrupt, out of time, seconds spent]
                 if flags[1] or flags[2]:
                     self._non_finite(float(loss32), float(norm32))
                 optimizer.step()
@@ -762,7 +765,8 @@ class Trainer:
                 s["eval_loss_sum"] += loss_value
                 s["eval_loss_count"] += 1
                 s["step_seconds"] += time.perf_counter() - t0
-                s["elapsed"] = elapsed_before + time.perf_counter() - session_start
+                s["elapsed"] = (elapsed_before + time.perf_counter() - session_start if dist.world == 1
+                                else flags[5] / dist.world)
                 epoch_float = s["epoch"] + s["position"] / n
                 tps = s["tokens"] * dist.world / s["step_seconds"] if s["step_seconds"] > 0 else 0.0
                 if s["step"] % c.log_every == 0:

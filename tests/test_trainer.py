@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import json
+import math
 import os
 import signal
 import subprocess
@@ -339,12 +340,18 @@ def test_schedule_ends_at_the_time_budget() -> None:
     assert t._lr(9_000, 10_000, 1.0) < 0.1  # the step fraction still counts when it is ahead
     t._s["elapsed"] = 600.0
     assert t._lr(501, 10_000, 1.0) == pytest.approx(0.0, abs=1e-12)
-    # a run on course to finish inside its budget keeps the step schedule (reproducible), whatever the clock
+    # a run on course to finish inside its budget keeps the step schedule (reproducible)
     t._s = {"elapsed": 20.0, "budget_bound": None}
     steps_only = trainer(schedule="cosine", time_budget=0.0)
     assert t._lr(500, 10_000, 1.0) == steps_only._lr(500, 10_000, 1.0) and t._s["budget_bound"] is False
-    t._s["elapsed"] = 590.0
-    assert t._lr(600, 10_000, 1.0) == steps_only._lr(600, 10_000, 1.0)
+    t._s["elapsed"] = 30.0
+    assert t._lr(600, 10_000, 1.0) == steps_only._lr(600, 10_000, 1.0) and t._s["budget_bound"] is False
+    # until its pace drops (gradual unfreezing: the first steps are the fastest); then the clock leads for good
+    t._s["elapsed"] = 540.0
+    assert t._lr(600, 10_000, 1.0) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.9)))
+    assert t._s["budget_bound"] is True
+    t._s["elapsed"] = 570.0
+    assert t._lr(9_000, 10_000, 1.0) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.95)))
     t = trainer(schedule="linear", time_budget=0.0)
     t._s = {"elapsed": 600.0}
     assert t._lr(5, 10, 1.0) == pytest.approx(0.5)  # no budget: steps alone
