@@ -387,3 +387,20 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tmp_path
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
     ddp_hist = json.loads((tmp_path / "ddp" / "trainer_state.json").read_text())["history"]
     assert [h["train_loss"] for h in ddp_hist] == pytest.approx([h["train_loss"] for h in single.history], abs=1e-5)
+
+
+def test_ranks_share_one_clock_so_a_budget_bound_schedule_keeps_them_equal(tmp_path: Path) -> None:
+    # Rank 1 is slower; a budget-bound schedule reads the clock, so each rank reading its own would give them
+    # different learning rates and different weights.
+    settings = {"epochs": 40, "eval_every": 0, "precision": "fp32", "time_budget": 0.05, "warmup": 0,
+                "schedule": "linear"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+         str(PROG), str(tmp_path / "ddp"), "--settings", json.dumps(settings), "--slow-rank", "0.05"],
+        capture_output=True, text=True, env={**_env(), "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    state = json.loads((tmp_path / "ddp" / "trainer_state.json").read_text())
+    assert state["budget_bound"] is True and json.loads((tmp_path / "ddp" / "metrics.json").read_text())[
+        "stopped"] == "time_budget"
+    digests = {line.split()[1]: line.split()[2] for line in proc.stdout.splitlines() if line.startswith("WEIGHTS")}
+    assert set(digests) == {"0", "1"} and digests["0"] == digests["1"]

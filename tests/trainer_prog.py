@@ -13,10 +13,12 @@ before last.safetensors is linked and old files are removed).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -199,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--merge", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--slow-rank", type=float, default=0.0,
+                        help="SECONDS: rank 1 sleeps this long in every training forward (a slower process)")
     args = parser.parse_args(argv)
     settings = json.loads(args.settings)
     if args.chain:
@@ -209,8 +213,14 @@ def main(argv: list[str] | None = None) -> int:
                            batch_size=args.batch_size, merge=args.merge)
     if args.kill:
         trainer.evaluate_fn = install_kill(args.kill, model, trainer.evaluate_fn)
+    rank = int(os.environ.get("RANK", "0"))
+    if args.slow_rank and rank == 1:
+        model.on_forward = lambda calls: time.sleep(args.slow_rank)
     result = trainer.fit(resume=args.resume)
-    if int(os.environ.get("RANK", "0")) == 0:
+    if os.environ.get("WORLD_SIZE"):  # every rank's weights, to show they stayed the same
+        digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in model.parameters()))
+        print(f"WEIGHTS {rank} {digest.hexdigest()}", flush=True)
+    if rank == 0:
         print("RESULT " + json.dumps({"best": result.best_metric, "steps": result.steps,
                                       "history": result.history}), flush=True)
     return 0
