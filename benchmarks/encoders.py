@@ -9,6 +9,11 @@ The batch goes through the packed fp32 reference and through RNNEncoder (default
 loaded with the same weights. Each path runs `--warmup` times, then `--repeats` times, the paths taking turns;
 the median wall time is reported, with the speed ratio against packed and the max abs difference of outputs and
 final states from packed. Every line names the CPU and the precision the default ("auto") chose.
+
+Each path's useful work is also given in GFLOP/s: the multiply-adds of the cell's two matrix products over the
+real (non-pad) tokens, forward and backward (3x forward), per second; beside it, the share of this CPU's own
+matrix-product rate in that path's precision, measured (best of 5) in the same run on a (B*T, In) x (In, G*H) product: how
+much a faster recurrence could still gain here.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from seqnlp.encoders import RNNEncoder
+from seqnlp.encoders import GATES, RNNEncoder
 from seqnlp.errors import SeqnlpError, cli_main
 from seqnlp.results import cpu_model
 
@@ -83,6 +88,29 @@ def imdb_lengths(count: int, time_steps: int, seed: int) -> torch.Tensor:
     pool = torch.tensor(words).clamp(1, time_steps)  # (N,)
     pick = torch.randint(len(pool), (count,), generator=torch.Generator().manual_seed(seed))  # (B,)
     return pool[pick]
+
+
+def useful_flops(cell: str, embed: int, hidden: int, layers: int, directions: int, tokens: int) -> int:
+    """Floating-point operations of forward+backward over `tokens` real tokens: per layer and direction, the
+    input and recurrent products 2*G*H*(In + H) per token forward, and twice that backward."""
+    total = 0
+    for layer in range(layers):
+        width = embed if layer == 0 else directions * hidden
+        total += directions * 3 * 2 * GATES[cell] * hidden * (width + hidden)
+    return total * tokens
+
+
+def matmul_rate(rows: int, inner: int, cols: int, dtype: torch.dtype, repeats: int = 5) -> float:
+    """FLOP/s of one (rows, inner) x (inner, cols) product in `dtype` on this CPU: the best of `repeats`, as the
+    roof is what the CPU can do, and this VM's speed drifts."""
+    a, b = torch.randn(rows, inner).to(dtype), torch.randn(inner, cols).to(dtype)
+    a @ b  # oneDNN builds its kernel on first use
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return 2 * rows * inner * cols / min(times)
 
 
 def _diff(a: tuple, b: tuple) -> float:
@@ -144,10 +172,18 @@ def main(argv: list[str] | None = None) -> int:
                      "bf16": RNNEncoder.from_torch(module, precision="bf16")}
             timed = _timed(paths, x, lengths, args.warmup, args.repeats)
             packed_s, reference = timed.pop("packed")
-            print(f"{cell}, {mix} lengths (mean {lengths.float().mean():.1f}), {cpu}: packed fp32 {packed_s:.3f} s",
-                  flush=True)
+            flops = useful_flops(cell, args.embed, args.hidden, args.layers, 2 if bidirectional else 1,
+                                 int(lengths.sum()))
+            shape = (args.batch * args.time, args.embed, GATES[cell] * args.hidden)
+            roof = {"fp32": matmul_rate(*shape, torch.float32), "bf16": matmul_rate(*shape, torch.bfloat16)}
+            print(f"{cell}, {mix} lengths (mean {lengths.float().mean():.1f}), {cpu}: packed fp32 {packed_s:.3f} s, "
+                  f"{flops / packed_s / 1e9:.0f} GFLOP/s; matrix products here: fp32 {roof['fp32'] / 1e9:.0f}, "
+                  f"bf16 {roof['bf16'] / 1e9:.0f} GFLOP/s", flush=True)
             for name, (seconds, out) in timed.items():
+                rate = flops / seconds
+                share = rate / roof["bf16" if "bf16" in name else "fp32"]
                 print(f"  RNNEncoder {name:11s} {seconds:.3f} s  {packed_s / seconds:5.2f}x packed  "
+                      f"{rate / 1e9:4.0f} GFLOP/s ({share:4.0%} of products)  "
                       f"max diff {_diff(out, reference):.2e}   [{cell}, {mix}, {cpu}, default precision {chosen}]",
                       flush=True)
     return 0
