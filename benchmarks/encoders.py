@@ -12,8 +12,8 @@ final states from packed. Every line names the CPU and the precision the default
 
 Each path's useful work is also given in GFLOP/s: the multiply-adds of the cell's two matrix products over the
 real (non-pad) tokens, forward and backward (3x forward), per second; beside it, the share of this CPU's own
-matrix-product rate in that path's precision, measured (best of 5) in the same run on a (B*T, In) x (In, G*H) product: how
-much a faster recurrence could still gain here.
+matrix-product rate in that path's precision, measured (best of 5) in the same run on a (B*T, E) x (E, G*H)
+product: how much a faster recurrence could still gain here.
 """
 
 from __future__ import annotations
@@ -100,6 +100,7 @@ def useful_flops(cell: str, embed: int, hidden: int, layers: int, directions: in
     return total * tokens
 
 
+@functools.cache  # one per cell and precision: the length mixes share it
 def matmul_rate(rows: int, inner: int, cols: int, dtype: torch.dtype, repeats: int = 5) -> float:
     """FLOP/s of one (rows, inner) x (inner, cols) product in `dtype` on this CPU: the best of `repeats`, as the
     roof is what the CPU can do, and this VM's speed drifts."""
@@ -170,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             paths = {"packed": functools.partial(_packed, module), f"auto ({chosen})": auto,
                      "fp32": RNNEncoder.from_torch(module, precision="fp32"),
                      "bf16": RNNEncoder.from_torch(module, precision="bf16")}
+            precision = {f"auto ({chosen})": chosen, "fp32": "fp32", "bf16": "bf16"}
             timed = _timed(paths, x, lengths, args.warmup, args.repeats)
             packed_s, reference = timed.pop("packed")
             flops = useful_flops(cell, args.embed, args.hidden, args.layers, 2 if bidirectional else 1,
@@ -181,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"bf16 {roof['bf16'] / 1e9:.0f} GFLOP/s", flush=True)
             for name, (seconds, out) in timed.items():
                 rate = flops / seconds
-                share = rate / roof["bf16" if "bf16" in name else "fp32"]
+                share = rate / roof[precision[name]]
                 print(f"  RNNEncoder {name:11s} {seconds:.3f} s  {packed_s / seconds:5.2f}x packed  "
                       f"{rate / 1e9:4.0f} GFLOP/s ({share:4.0%} of products)  "
                       f"max diff {_diff(out, reference):.2e}   [{cell}, {mix}, {cpu}, default precision {chosen}]",
