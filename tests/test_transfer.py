@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 
 import seqnlp
 from seqnlp import scoring
 from seqnlp.benchmark import parse_benchmark
 from seqnlp.checkpoint import read_model_weights
+from seqnlp.data import Batch
 from seqnlp.errors import SeqnlpError
 from seqnlp.tasks import runner, spec
 from seqnlp.trainer import TrainConfig, Trainer
@@ -135,6 +137,34 @@ def test_init_from_copies_the_embedding_and_encoder_exactly_and_carries_the_toke
     assert config["model"]["hidden_size"] == 24 and config["model"]["tokenizer"] == level
     assert config["init_from"]["run"] == str(lms[level]) and config["init_from"]["task"] == "generation"
     assert seqnlp.load(out).predict(["to be"])[0]["label"] in ("0", "1")
+
+
+def test_a_frozen_reader_keeps_the_language_model_exact_and_trains_only_the_new_layers(
+        lms: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "clf"
+    argv = [*CLASSIFIER, *COMMON, "--init-from", str(lms["bpe"]), "--top-layers", "1", "--top-hidden-size", "6",
+            "--ensemble", "2", "--output", str(out)]
+    assert runner.main(spec("sentiment"), argv) == 0
+    lm, clf = read_model_weights(lms["bpe"] / "model.safetensors"), read_model_weights(out / "model.safetensors")
+    for name in ("embedding.weight", "encoder.weight_ih_l0", "encoder.weight_hh_l0"):  # trained, yet unchanged
+        assert torch.equal(clf["members.0." + name], lm[name]), name
+    with safe_open(str(out / "model.safetensors"), "pt") as stored:  # the members share one reader, saved once
+        assert not any(k.startswith("members.1.encoder.") for k in stored.keys())
+    assert clf["members.0.top.weight_ih_l0_reverse"].shape == (4 * 6, 8 + 24)  # reads embeddings and states
+    model = seqnlp.load(out)
+    assert model.predict(["to be"])[0]["label"] in ("0", "1")
+    reader = model.model.members[0]
+    assert reader.read(Batch(ids=torch.tensor([[5, 6, 7]]), lengths=torch.tensor([3]))).shape == (1, 3, 8 + 24)
+    task = spec("sentiment")
+    assert "read by 1xbi-lstm 6" in task.describe(runner.settings_of(task, runner.read_config(out)[1], "config"))
+
+
+def test_top_layers_without_a_language_model_is_refused_in_one_line(
+        fixtures: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [*CLASSIFIER, *COMMON, "--top-layers", "1", "--output", str(tmp_path / "clf")]
+    assert runner.main(spec("sentiment"), argv) == 2
+    err = capsys.readouterr().err
+    assert "--top-layers reads a trained language model" in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_init_from_refuses_another_task_other_sizes_and_a_missing_folder(

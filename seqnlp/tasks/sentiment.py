@@ -102,6 +102,11 @@ class ModelConfig:
     # neighbours, so the classifier's reading of "captivating" carries over to the unseen "mesmerizing".
     freeze_embedding: bool = opt(False, "keep the embedding table fixed during training (with --pretrain: the "
                                  "word2vec vectors); ensemble members then share one table")
+    # ELMo's way of transfer (Peters et al. 2018): the language model stays as it was trained and its states are
+    # read as features by new layers, instead of being fine-tuned into the classifier.
+    top_layers: int = opt(0, "with --init-from: keep the language model frozen, a reader whose embeddings and "
+                          "states feed this many new bidirectional layers (0 = fine-tune its layers instead)", min=0)
+    top_hidden_size: int = opt(128, "state size per direction of those new layers", min=1)
     # Members differ in their initial weights and dropout draws; all see the same batches.
     ensemble: int = opt(1, "train this many classifiers side by side and predict the mean of their "
                         "probabilities (each step costs that many times more)", min=1)
@@ -162,15 +167,23 @@ class SentimentClassifier(nn.Module):
             raise SeqnlpError(f"a classifier needs at least 2 classes, got {num_classes}")
         self.config = config
         self.embedding = nn.Embedding(vocab_size, config.embedding_size, padding_idx=pad_id)
-        self.embedding.weight.requires_grad_(not config.freeze_embedding)
+        self.embedding.weight.requires_grad_(not config.freeze_embedding and not config.top_layers)
         self.embedding_dropout = LockedDropout(config.embedding_dropout)
-        between = config.dropout if config.layers > 1 else 0.0
+        between = config.dropout if config.layers > 1 and not config.top_layers else 0.0
         # Outputs stay bf16 under autocast: the pooler and the (autocast) head take them as they are. The pooler
         # masks padding itself, so the encoder need not zero it.
         self.encoder = RNNEncoder(config.cell, config.embedding_size, config.hidden_size,
                                   num_layers=config.layers, bidirectional=config.bidirectional, dropout=between,
                                   fp32_outputs=False, zero_padding=False, precision=precision)
-        self.pooler = Pooler(config.pooling, self.encoder.output_dim, bidirectional=config.bidirectional)
+        self.top: RNNEncoder | None = None
+        if config.top_layers:  # the encoder is a frozen reader; new layers read its states and embeddings
+            self.encoder.requires_grad_(False)
+            self.top = RNNEncoder(config.cell, config.embedding_size + self.encoder.output_dim,
+                                  config.top_hidden_size, num_layers=config.top_layers, bidirectional=True,
+                                  dropout=config.dropout if config.top_layers > 1 else 0.0, fp32_outputs=False,
+                                  zero_padding=False, precision=precision)
+        top = self.top or self.encoder
+        self.pooler = Pooler(config.pooling, top.output_dim, bidirectional=top.bidirectional)
         self.dropout = Dropout(config.dropout)
         self.head = nn.Linear(self.pooler.output_dim, num_classes)
 
@@ -179,23 +192,40 @@ class SentimentClassifier(nn.Module):
         encoder: dict[int, list[nn.Parameter]] = {}
         for name, p in self.encoder.named_parameters():
             encoder.setdefault(int(re.search(r"_l(\d+)", name).group(1)), []).append(p)  # type: ignore[union-attr]
-        depth = [[*self.pooler.parameters(), *self.head.parameters()], *(encoder[k] for k in sorted(encoder, reverse=True)),
-                 [self.embedding.weight]]
+        new = [*self.pooler.parameters(), *self.head.parameters(), *(self.top.parameters() if self.top else ())]
+        depth = [new, *(encoder[k] for k in sorted(encoder, reverse=True)), [self.embedding.weight]]
         return [[p for p in layer if p.requires_grad] for layer in depth]
 
     def param_groups(self) -> list[dict[str, Any]]:
         """The trainer's parameter groups: one, or per layer under `self.finetune` (see FinetuneConfig)."""
         return finetune_groups(self, getattr(self, "finetune", None))
 
-    def forward(self, batch: Batch) -> Output:
-        """Class scores for each text of the batch, and the mean cross-entropy when labels are given."""
+    def _ids(self, batch: Batch) -> torch.Tensor:
+        """The batch's ids (B, T), in training with a share `word_dropout` of the real ones replaced by <unk>."""
         ids = batch.ids  # (B, T)
         if self.training and self.config.word_dropout > 0:
             real = ids != self.embedding.padding_idx  # (B, T)
             dropped = (torch.rand(ids.shape, device=ids.device) < self.config.word_dropout) & real
             ids = ids.masked_fill(dropped, UNK)  # (B, T)
-        x = self.embedding_dropout(self.embedding(ids))  # (B, T, E)
-        outputs, state = self.encoder(x, batch.lengths)  # (B, T, D)
+        return ids
+
+    @torch.no_grad()
+    def read(self, batch: Batch) -> torch.Tensor:
+        """With `top_layers`: what the frozen language model gives the new layers, its embeddings and states
+        side by side (B, T, E + D)."""
+        x = self.embedding(self._ids(batch))  # (B, T, E)
+        outputs, _ = self.encoder(x, batch.lengths)  # (B, T, D)
+        return torch.cat([x.to(outputs.dtype), outputs], -1)  # (B, T, E + D)
+
+    def forward(self, batch: Batch, features: torch.Tensor | None = None) -> Output:
+        """Class scores for each text of the batch, and the mean cross-entropy when labels are given;
+        `features`: this batch's `read(batch)` when an ensemble's members share one reader."""
+        if self.top is not None:
+            x = self.embedding_dropout(features if features is not None else self.read(batch))  # (B, T, E + D)
+            outputs, state = self.top(x, batch.lengths)  # (B, T, 2 * H_top)
+        else:
+            x = self.embedding_dropout(self.embedding(self._ids(batch)))  # (B, T, E)
+            outputs, state = self.encoder(x, batch.lengths)  # (B, T, D)
         pooled = self.pooler(outputs, batch.lengths, state)  # (B, D)
         logits = self.head(self.dropout(pooled)).float()  # (B, C)
         loss = None
@@ -218,9 +248,12 @@ class Ensemble(nn.Module):
         single = replace(config, ensemble=1)
         self.members = nn.ModuleList(SentimentClassifier(single, vocab_size, num_classes, pad_id, precision)
                                      for _ in range(config.ensemble))
-        if config.freeze_embedding:  # one fixed table, stored once (tied weights are saved once)
+        if config.freeze_embedding or config.top_layers:  # one fixed table, stored once (tied weights are saved once)
             for member in self.members[1:]:
                 member.embedding = self.members[0].embedding
+        if config.top_layers:  # and one frozen reader, run once per batch for all members
+            for member in self.members[1:]:
+                member.encoder = self.members[0].encoder
 
     def layers(self) -> list[list[nn.Parameter]]:
         """Every member's parameters by depth, from the top (a shared embedding once)."""
@@ -232,7 +265,8 @@ class Ensemble(nn.Module):
         return finetune_groups(self, getattr(self, "finetune", None))
 
     def forward(self, batch: Batch) -> Output:
-        outs = [member(batch) for member in self.members]
+        features = self.members[0].read(batch) if self.config.top_layers else None  # (B, T, E + D)
+        outs = [member(batch, features) for member in self.members]
         probabilities = torch.stack([o.logits.float().softmax(-1) for o in outs]).mean(0)  # (B, C)
         logits = probabilities.clamp_min(1e-12).log()  # (B, C)
         loss = torch.stack([o.loss for o in outs]).mean() if batch.labels is not None else None  # type: ignore[misc]
@@ -500,6 +534,9 @@ def prepare(run: Run) -> Prepared:
                              run.settings["train"].precision)
     model.finetune = run.settings["finetune"]  # type: ignore[assignment]  (read by param_groups)
     seconds = pretrain_embedding(model, tokenizer, [*train.texts, *unlabelled], config, seed) if unlabelled else 0.0
+    if config.top_layers and init is None and not run.resume:
+        raise SeqnlpError("--top-layers reads a trained language model's states: give --init-from RUN_DIR (a "
+                          "generation run) or --recipe pretrained")
     if init is not None:  # the language model's embedding and encoder, exactly; pooling and classifier are new
         finetune: FinetuneConfig = run.settings["finetune"]
         weights = None
@@ -513,8 +550,10 @@ def prepare(run: Run) -> Prepared:
         copied = sum(init.copy_into(member, {"embedding.": "embedding.", "encoder.": "encoder."}, weights)
                      for member in getattr(model, "members", [model]))
         print(f"started from {init.run_dir} ({init.describe()}): its {tokenizer.level} tokenizer "
-              f"({tokenizer.vocab_size:,} tokens), embedding and {config.layers}-layer encoder ({copied} tensors); "
-              f"the {config.pooling} pooling and the classifier layer are new", flush=True)
+              f"({tokenizer.vocab_size:,} tokens), embedding and {config.layers}-layer encoder ({copied} tensors)"
+              + (f", frozen; {config.top_layers} new bidirectional layer(s) of {config.top_hidden_size} read its "
+                 "embeddings and states" if config.top_layers else "")
+              + f"; the {config.pooling} pooling and the classifier layer are new", flush=True)
     sampler = BucketBatchSampler(lengths, config.batch_size * run.world, shuffle=True, seed=seed)
     return Prepared(model=model, train_batches=lambda epoch: Batches(train, deal(sampler.batches(epoch), run.world),
                                                                     tokenizer.pad_id),
@@ -557,6 +596,7 @@ def describe(settings: dict[str, Any]) -> str:
     started = settings.get("init_from")
     return (f"{config.layers}x{bi}{config.cell} {config.embedding_size}/{config.hidden_size} "
             f"{config.pooling}-pool {config.tokenizer}" + vectors
+            + (f", read by {config.top_layers}xbi-{config.cell} {config.top_hidden_size}" if config.top_layers else "")
             + (f", ensemble of {config.ensemble}" if config.ensemble > 1 else "")
             + (f", from the language model {started.get('model')}" if isinstance(started, dict) else ""))
 
