@@ -202,7 +202,7 @@ def test_the_recipe_trains_the_language_model_then_the_classifier_and_names_it(
     assert init["git_commit"] == result["git_commit"] and init["model"] == "1xlstm 8/16 bpe 300 adaptive"
     # both times are counted: the classifier's fine-tuning and the language model's training
     assert result["train_seconds"] == pytest.approx(result["extra"]["finetune_seconds"] + init["train_seconds"])
-    assert result["config"]["recipe"] == "pretrained" and result["config"]["finetune"]["lr_decay_per_layer"] == 2.6
+    assert result["config"]["recipe"] == "pretrained" and result["config"]["model"]["top_layers"] == 1
     # the recipe's classifier resumes like any run (the starting weights come from its checkpoint then)
     assert runner.main(spec("sentiment"), ["--resume", str(out)]) == 0
 
