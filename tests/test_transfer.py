@@ -156,7 +156,10 @@ def test_a_frozen_reader_keeps_the_language_model_exact_and_trains_only_the_new_
     reader = model.model.members[0]
     assert reader.read(Batch(ids=torch.tensor([[5, 6, 7]]), lengths=torch.tensor([3]))).shape == (1, 3, 8 + 24)
     task = spec("sentiment")
-    assert "read by 1xbi-lstm 6" in task.describe(runner.settings_of(task, runner.read_config(out)[1], "config"))
+    settings = runner.settings_of(task, runner.read_config(out)[1], "config")
+    assert "read by 1xbi-lstm 6" in task.describe(settings)
+    settings["model"].freeze_embedding = True  # as SST-2's preset sets it: the language model's table, not random
+    assert "random" not in task.describe(settings) and "embedding" not in task.describe(settings)
 
 
 def test_top_layers_without_a_language_model_is_refused_in_one_line(

@@ -591,9 +591,11 @@ def describe(settings: dict[str, Any]) -> str:
     """The model's name in results, e.g. '1xbi-lstm 128/128 max-pool word'."""
     config: ModelConfig = settings["model"]
     bi = "bi-" if config.bidirectional and config.cell != "rnn_tanh" else ""
-    vectors = (f", {'frozen ' if config.freeze_embedding else ''}word2vec ({config.pretrain})" if config.pretrain
-               else ", frozen random embedding" if config.freeze_embedding else "")
     started = settings.get("init_from")
+    frozen = "" if not config.freeze_embedding or config.top_layers else (  # a reader is frozen whole ("read by")
+        ", frozen embedding" if started else ", frozen random embedding")
+    vectors = (f", {'frozen ' if config.freeze_embedding else ''}word2vec ({config.pretrain})" if config.pretrain
+               else frozen)
     return (f"{config.layers}x{bi}{config.cell} {config.embedding_size}/{config.hidden_size} "
             f"{config.pooling}-pool {config.tokenizer}" + vectors
             + (f", read by {config.top_layers}xbi-{config.cell} {config.top_hidden_size}" if config.top_layers else "")
