@@ -592,10 +592,9 @@ def describe(settings: dict[str, Any]) -> str:
     config: ModelConfig = settings["model"]
     bi = "bi-" if config.bidirectional and config.cell != "rnn_tanh" else ""
     started = settings.get("init_from")
-    frozen = "" if not config.freeze_embedding or config.top_layers else (  # a reader is frozen whole ("read by")
-        ", frozen embedding" if started else ", frozen random embedding")
-    vectors = (f", {'frozen ' if config.freeze_embedding else ''}word2vec ({config.pretrain})" if config.pretrain
-               else frozen)
+    table = f"word2vec ({config.pretrain})" if config.pretrain else "embedding" if started else "random embedding"
+    frozen = config.freeze_embedding and not config.top_layers  # a reader is frozen whole ("read by")
+    vectors = f", frozen {table}" if frozen else f", {table}" if config.pretrain else ""
     return (f"{config.layers}x{bi}{config.cell} {config.embedding_size}/{config.hidden_size} "
             f"{config.pooling}-pool {config.tokenizer}" + vectors
             + (f", read by {config.top_layers}xbi-{config.cell} {config.top_hidden_size}" if config.top_layers else "")
