@@ -162,6 +162,44 @@ def test_a_frozen_reader_keeps_the_language_model_exact_and_trains_only_the_new_
     assert "random" not in task.describe(settings) and "embedding" not in task.describe(settings)
 
 
+def test_the_reader_states_are_computed_once_read_back_exactly_and_a_cached_run_resumes_exactly(
+        lms: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from test_tasks_contract import _interrupted_at_epoch_one
+
+    task, seen = spec("sentiment"), {}
+
+    def prepare(run: runner.Run) -> runner.Prepared:
+        seen["prepared"] = task.prepare(run)
+        return seen["prepared"]
+
+    argv = [*CLASSIFIER, *COMMON, "--init-from", str(lms["bpe"]), "--top-layers", "1", "--top-hidden-size", "6"]
+    assert runner.main(replace(task, prepare=prepare), [*argv, "--output", str(tmp_path / "whole")]) == 0
+    assert "reader states of the train and validation texts computed once" in capsys.readouterr().out
+    model = seen["prepared"].model
+    assert model.states is not None
+    batch = seen["prepared"].train_batches(1)[0]  # other texts side by side than in the batches that cached them
+    real = torch.arange(batch.ids.shape[1])[None, :] < batch.lengths[:, None]  # (B, T)
+    model.eval()
+    cached, cached_logits = model.read(batch), model(batch).logits
+    model.states = None
+    computed, computed_logits = model.read(batch), model(batch).logits
+    assert torch.allclose(cached[real], computed[real], atol=1e-6)
+    assert torch.allclose(cached_logits, computed_logits, atol=1e-6)  # padded positions are never read
+    # interrupted and resumed, the states computed again: the same weights as the run that went through
+    cut = tmp_path / "cut"
+    assert runner.main(_interrupted_at_epoch_one(task), [*argv, "--output", str(cut)]) == 130
+    assert runner.main(task, ["--resume", str(cut)]) == 0
+    whole, resumed = read_model_weights(tmp_path / "whole" / "model.safetensors"), read_model_weights(
+        cut / "model.safetensors")
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+    # without the cache: the same training up to rounding (the states then come from each training batch)
+    capsys.readouterr()
+    assert runner.main(task, [*argv, "--no-cache-states", "--output", str(tmp_path / "plain")]) == 0
+    assert "reader states" not in capsys.readouterr().out
+    plain = read_model_weights(tmp_path / "plain" / "model.safetensors")
+    assert all(torch.allclose(whole[k], plain[k], atol=1e-5) for k in whole)
+
+
 def test_top_layers_without_a_language_model_is_refused_in_one_line(
         fixtures: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     argv = [*CLASSIFIER, *COMMON, "--top-layers", "1", "--output", str(tmp_path / "clf")]

@@ -469,7 +469,7 @@ def train(task_spec: TaskSpec, args: argparse.Namespace) -> int:
 
     predictor = task_spec.load(run_dir, settings_of(task_spec, config, str(run_dir / CONFIG_FILE)), str(device))
     evaluation = scoring.score(predictor, bench, "test")
-    train_seconds = result.train_seconds + prepared.pretrain_seconds
+    train_seconds = round(result.train_seconds + prepared.pretrain_seconds, 3)  # one figure, in every record
     # The commit and the time travel with the run, for runs that start from it (--init-from) to name.
     _finish_scoring(task_spec, evaluation, run_dir, {"validation": result.best_metrics, "best_step": result.best_step,
                                                      "train_seconds": round(train_seconds, 3),

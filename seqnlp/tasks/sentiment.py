@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
@@ -107,6 +108,10 @@ class ModelConfig:
     top_layers: int = opt(0, "with --init-from: keep the language model frozen, a reader whose embeddings and "
                           "states feed this many new bidirectional layers (0 = fine-tune its layers instead)", min=0)
     top_hidden_size: int = opt(128, "state size per direction of those new layers", min=1)
+    # The frozen reader is deterministic and about 40% of a training step: computed once, its states buy more
+    # epochs in the same time (memory: the states of every train and validation token, 2 bytes each in bf16).
+    cache_states: bool = opt(True, "with --top-layers: compute the reader's states of the train and validation "
+                             "texts once, before training, and reuse them every epoch")
     # Members differ in their initial weights and dropout draws; all see the same batches.
     ensemble: int = opt(1, "train this many classifiers side by side and predict the mean of their "
                         "probabilities (each step costs that many times more)", min=1)
@@ -212,9 +217,13 @@ class SentimentClassifier(nn.Module):
     @torch.no_grad()
     def read(self, batch: Batch) -> torch.Tensor:
         """With `top_layers`: what the frozen language model gives the new layers, its embeddings and states
-        side by side (B, T, E + D)."""
-        x = self.embedding(self._ids(batch))  # (B, T, E)
-        outputs, _ = self.encoder(x, batch.lengths)  # (B, T, D)
+        side by side (B, T, E + D); the states come from `self.states` (a StateCache) when it holds the batch."""
+        ids = self._ids(batch)  # (B, T)
+        x = self.embedding(ids)  # (B, T, E)
+        cache: StateCache | None = getattr(self, "states", None)
+        outputs = cache.get(ids, batch.lengths) if cache is not None and ids is batch.ids else None  # (B, T, D)
+        if outputs is None:
+            outputs, _ = self.encoder(x, batch.lengths)  # (B, T, D)
         return torch.cat([x.to(outputs.dtype), outputs], -1)  # (B, T, E + D)
 
     def forward(self, batch: Batch, features: torch.Tensor | None = None) -> Output:
@@ -271,6 +280,75 @@ class Ensemble(nn.Module):
         logits = probabilities.clamp_min(1e-12).log()  # (B, C)
         loss = torch.stack([o.loss for o in outs]).mean() if batch.labels is not None else None  # type: ignore[misc]
         return Output(logits, loss)
+
+
+class StateCache:
+    """A frozen reader's states of known texts, all tokens end to end (N_tokens, D), found by the texts' ids.
+
+    get(ids (B, T), lengths (B,)) -> (B, T, D) on ids' device, or None unless every row's text is held; a padded
+    position repeats its row's last state (the layers above read lengths and never see it).
+    """
+
+    def __init__(self, states: torch.Tensor, starts: dict[bytes, int]) -> None:
+        self.states, self.starts = states, starts  # (N_tokens, D); a text's key -> its first row in states
+
+    @staticmethod
+    def key(ids: Sequence[int] | np.ndarray) -> bytes:
+        return np.asarray(ids, dtype=np.int64).tobytes()
+
+    def get(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor | None:
+        rows, n = ids.cpu().numpy(), lengths.cpu()  # (B, T), (B,)
+        starts = [self.starts.get(self.key(row[:k])) for row, k in zip(rows, n.tolist())]
+        if None in starts:
+            return None
+        positions = torch.minimum(torch.arange(ids.shape[1])[None, :], (n - 1)[:, None])  # (B, T)
+        return self.states[torch.tensor(starts)[:, None] + positions].to(ids.device)  # (B, T, D)
+
+    @property
+    def nbytes(self) -> int:
+        return self.states.numel() * self.states.element_size()
+
+
+@torch.no_grad()
+def cache_states(model: nn.Module, splits: Sequence[Split], pad_id: int, device: torch.device,
+                 bf16: bool) -> StateCache | None:
+    """Run `model`'s frozen reader once over every text of `splits`, in fixed length-sorted batches (a resumed
+    run computes the very same values), and keep its states where `read` finds them. None, with a note, when
+    they would take more than half of the free memory (Linux's count)."""
+    from tqdm.auto import tqdm
+
+    reader: SentimentClassifier = getattr(model, "members", [model])[0]
+    starts: dict[bytes, int] = {}
+    total = 0
+    for seq in (seq for split in splits for seq in split.ids):  # one copy of each distinct text
+        key = StateCache.key(seq)
+        if key not in starts:
+            starts[key], total = total, total + len(seq)
+    was_training = reader.training
+    reader.eval()
+    states: torch.Tensor | None = None  # (N_tokens, D), in the dtype the reader gives the layers above
+    batches = [b for split in splits for b in eval_batches(split, pad_id, with_labels=False)]
+    for batch in tqdm(batches, desc="reader states", unit="batch", disable=not sys.stderr.isatty()):
+        batch = batch.to(device)
+        with autocast(device, bf16):
+            outputs, _ = reader.encoder(reader.embedding(batch.ids), batch.lengths)  # (B, T, D)
+        if states is None:
+            need = total * outputs.shape[-1] * outputs.element_size()
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+            if need > free / 2:
+                print(f"note: the reader's states would take {need / 2**30:.1f} GiB of {free / 2**30:.1f} GiB "
+                      "free memory; they are computed at every step instead", file=sys.stderr)
+                break
+            states = torch.empty(total, outputs.shape[-1], dtype=outputs.dtype)
+        outputs = outputs.cpu()
+        for row, n, out in zip(batch.ids.cpu().numpy(), batch.lengths.tolist(), outputs):
+            start = starts[StateCache.key(row[:n])]
+            states[start:start + n] = out[:n]
+    reader.train(was_training)
+    if states is None:
+        return None
+    reader.states = StateCache(states, starts)  # type: ignore[assignment]  (a plain attribute: never saved)
+    return reader.states  # type: ignore[return-value]
 
 
 def finetune_groups(model: nn.Module, finetune: FinetuneConfig | None) -> list[dict[str, Any]]:
@@ -554,6 +632,16 @@ def prepare(run: Run) -> Prepared:
               + (f", frozen; {config.top_layers} new bidirectional layer(s) of {config.top_hidden_size} read its "
                  "embeddings and states" if config.top_layers else "")
               + f"; the {config.pooling} pooling and the classifier layer are new", flush=True)
+    if config.top_layers and config.cache_states and not config.word_dropout:
+        if run.resume:  # the frozen reader's weights, from the checkpoint (which the trainer restores whole again)
+            load_model_weights(run.run_dir, model, "last")
+        begin = time.perf_counter()
+        cache = cache_states(model, [train, valid], tokenizer.pad_id, run.device, run.bf16)
+        if cache is not None:
+            print(f"reader states of the train and validation texts computed once: {len(cache.states):,} tokens, "
+                  f"{cache.nbytes / 2**30:.1f} GiB, in {time.perf_counter() - begin:.0f}s (--no-cache-states: "
+                  "at every step)", flush=True)
+        seconds += time.perf_counter() - begin
     sampler = BucketBatchSampler(lengths, config.batch_size * run.world, shuffle=True, seed=seed)
     return Prepared(model=model, train_batches=lambda epoch: Batches(train, deal(sampler.batches(epoch), run.world),
                                                                     tokenizer.pad_id),
