@@ -200,6 +200,19 @@ def test_the_reader_states_are_computed_once_read_back_exactly_and_a_cached_run_
     assert all(torch.allclose(whole[k], plain[k], atol=1e-5) for k in whole)
 
 
+def test_reader_states_too_big_for_the_free_memory_are_computed_at_every_step_with_a_note(
+        lms: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from seqnlp.tasks import sentiment
+
+    monkeypatch.setattr(sentiment, "_free_memory", lambda: 1000)  # bytes
+    argv = [*CLASSIFIER, *COMMON, "--init-from", str(lms["bpe"]), "--top-layers", "1", "--top-hidden-size", "6",
+            "--max-steps", "2", "--output", str(tmp_path / "clf")]
+    assert runner.main(spec("sentiment"), argv) == 0
+    out, err = capsys.readouterr()
+    assert "they are computed at every step instead" in err and "reader states of" not in out
+
+
 def test_top_layers_without_a_language_model_is_refused_in_one_line(
         fixtures: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     argv = [*CLASSIFIER, *COMMON, "--top-layers", "1", "--output", str(tmp_path / "clf")]

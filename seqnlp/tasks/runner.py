@@ -472,7 +472,7 @@ def train(task_spec: TaskSpec, args: argparse.Namespace) -> int:
     train_seconds = round(result.train_seconds + prepared.pretrain_seconds, 3)  # one figure, in every record
     # The commit and the time travel with the run, for runs that start from it (--init-from) to name.
     _finish_scoring(task_spec, evaluation, run_dir, {"validation": result.best_metrics, "best_step": result.best_step,
-                                                     "train_seconds": round(train_seconds, 3),
+                                                     "train_seconds": train_seconds,
                                                      "git_commit": git_commit()})
     card.write_card(run_dir, task_spec, settings, count_parameters(prepared.model)[0], hardware())
     # A run started from another counts that run's training too (--init-from: the language model's).

@@ -220,7 +220,7 @@ class SentimentClassifier(nn.Module):
         side by side (B, T, E + D); the states come from `self.states` (a StateCache) when it holds the batch."""
         ids = self._ids(batch)  # (B, T)
         x = self.embedding(ids)  # (B, T, E)
-        cache: StateCache | None = getattr(self, "states", None)
+        cache: StateCache | None = getattr(self, "states", None)  # word dropout makes new ids: read those afresh
         outputs = cache.get(ids, batch.lengths) if cache is not None and ids is batch.ids else None  # (B, T, D)
         if outputs is None:
             outputs, _ = self.encoder(x, batch.lengths)  # (B, T, D)
@@ -309,12 +309,20 @@ class StateCache:
         return self.states.numel() * self.states.element_size()
 
 
+def _free_memory() -> int | None:
+    """Bytes of free memory, where the system says (Linux); None elsewhere."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
 @torch.no_grad()
 def cache_states(model: nn.Module, splits: Sequence[Split], pad_id: int, device: torch.device,
                  bf16: bool) -> StateCache | None:
     """Run `model`'s frozen reader once over every text of `splits`, in fixed length-sorted batches (a resumed
     run computes the very same values), and keep its states where `read` finds them. None, with a note, when
-    they would take more than half of the free memory (Linux's count)."""
+    they would take more than half of the free memory."""
     from tqdm.auto import tqdm
 
     reader: SentimentClassifier = getattr(model, "members", [model])[0]
@@ -333,9 +341,8 @@ def cache_states(model: nn.Module, splits: Sequence[Split], pad_id: int, device:
         with autocast(device, bf16):
             outputs, _ = reader.encoder(reader.embedding(batch.ids), batch.lengths)  # (B, T, D)
         if states is None:
-            need = total * outputs.shape[-1] * outputs.element_size()
-            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-            if need > free / 2:
+            need, free = total * outputs.shape[-1] * outputs.element_size(), _free_memory()
+            if free is not None and need > free / 2:
                 print(f"note: the reader's states would take {need / 2**30:.1f} GiB of {free / 2**30:.1f} GiB "
                       "free memory; they are computed at every step instead", file=sys.stderr)
                 break
