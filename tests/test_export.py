@@ -147,3 +147,17 @@ def test_export_on_a_machine_with_no_cached_precision_decisions(exported, tmp_pa
             assert export.main(["--model", str(run), "--format", "onnx", "--output", str(tmp_path / task)]) == 0
     finally:
         precision.forget()
+
+
+def test_an_ensemble_language_model_exports_and_answers_as_pytorch(tmp_path: Path) -> None:
+    from test_generation import FIXTURE, TINY
+
+    from seqnlp.tasks import generation
+
+    run, onnx = tmp_path / "run", tmp_path / "onnx"
+    assert generation.main(["--dataset", str(FIXTURE), *TINY, "--ensemble", "2", "--max-steps", "4",
+                            "--output", str(run)]) == 0
+    assert export.main(["--model", str(run), "--format", "onnx", "--output", str(onnx)]) == 0
+    pt, ox = seqnlp.load(run), export.load_onnx(onnx)
+    assert ox.generate("Love", 40, temperature=0.8, seed=3) == pt.generate("Love", 40, temperature=0.8, seed=3)
+    assert ox.log_prob("Love is not love") == pytest.approx(pt.log_prob("Love is not love"), abs=1e-3)

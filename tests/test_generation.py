@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -269,22 +270,29 @@ def test_regularisation_scales_with_the_passes_the_budget_allows() -> None:
     data = gen.DataConfig()
     budget = TrainConfig(epochs=100, time_budget=25.0)
     speed = 11_000  # tokens/s
-    small, passes = gen.regularisation(gen.ModelConfig(), 1_000_000, budget, data, speed)  # Tiny Shakespeare's size
-    assert passes == pytest.approx(16.5) and small.dropout == gen.REGULARISATION["dropout"]
+    one = gen.ModelConfig(ensemble=1)
+    small, passes = gen.regularisation(one, 1_000_000, budget, data, speed)  # Tiny Shakespeare's size
+    assert passes == pytest.approx(16.5) and small.dropout == gen.REGULARISATION["dropout"] and small.ensemble == 1
     slower, passes = gen.regularisation(gen.ModelConfig(), 1_000_000, budget, data, speed / 2)  # half the machine
-    assert passes == pytest.approx(8.25) and 0.0 < slower.dropout < small.dropout
+    assert passes == pytest.approx(8.25) and 0.0 < slower.dropout < small.dropout and slower.ensemble == 1
+    # Where one network would see the text 16+ times, two share the budget, each sized to its own passes.
+    pair, passes = gen.regularisation(gen.ModelConfig(), 1_000_000, budget, data, speed)
+    assert pair.ensemble == 2 and passes == pytest.approx(8.25) and pair.dropout == slower.dropout
+    three, passes = gen.regularisation(gen.ModelConfig(ensemble=3), 1_000_000, budget, data, speed / 2)  # a flag wins
+    assert three.ensemble == 3 and passes == pytest.approx(2.75)
+    assert gen.regularisation(gen.ModelConfig(), 1_000_000, TrainConfig(epochs=30), data)[0].ensemble == 1
     big, _ = gen.regularisation(gen.ModelConfig(), 100_000_000, budget, data, speed)  # seen less than once
     assert big.dropout == big.embedding_dropout == big.weight_dropout == 0.0
     middle, _ = gen.regularisation(gen.ModelConfig(), 6_000_000, budget, data, speed)  # about 3 passes
     assert 0.0 < middle.weight_dropout < small.weight_dropout
     few_epochs, passes = gen.regularisation(gen.ModelConfig(), 1_000_000, TrainConfig(epochs=2), data)
     assert passes == 2.0 and few_epochs.dropout < middle.dropout
-    given, _ = gen.regularisation(gen.ModelConfig(dropout=0.05), 1_000_000, budget, data, speed)
+    given, _ = gen.regularisation(gen.ModelConfig(dropout=0.05, ensemble=1), 1_000_000, budget, data, speed)
     assert given.dropout == 0.05 and given.weight_dropout == gen.REGULARISATION["weight_dropout"]  # a flag wins
     with pytest.raises(SeqnlpError, match="speed"):
         gen.regularisation(gen.ModelConfig(), 1_000_000, budget, data)
     every = gen.ModelConfig(dropout=0.1, embedding_dropout=0.0, weight_dropout=0.2)
-    assert gen.regularisation(every, 1_000_000, budget, data)[0] == every  # all given: no speed needed
+    assert gen.regularisation(every, 1_000_000, budget, data)[0] == replace(every, ensemble=1)  # no speed needed
 
 
 @pytest.mark.parametrize("dropouts", [[], ["--embedding-dropout", "0.05", "--weight-dropout", "0.1"]])
@@ -309,3 +317,83 @@ def test_training_speed_is_measured_without_touching_the_random_stream() -> None
     speed = gen.training_speed(config, 30, stream, data, "fp32", torch.device("cpu"), adaptive=False)
     assert torch.equal(torch.get_rng_state(), before)
     assert 0 < speed < float("inf")
+
+
+# ---------------------------------------------------------------------- ensembles (--ensemble K)
+
+def _ensemble(cell: str = "lstm", batch_size: int = 1) -> gen.CharEnsemble:
+    torch.manual_seed(0)
+    config = gen.ModelConfig(cell=cell, layers=2, hidden_size=8, embedding_size=6, dropout=0.0, ensemble=2)
+    model = gen.build_model(config, 11, batch_size, precision="fp32")
+    assert isinstance(model, gen.CharEnsemble)
+    return model
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@torch.no_grad()
+def test_an_ensemble_scores_the_mean_of_its_members_distributions(cell: str) -> None:
+    model = _ensemble(cell).eval()
+    a, b = model.members
+    assert not torch.equal(a.embedding.weight, b.embedding.weight)  # each member its own initialisation
+    rows = [torch.randint(4, 11, (n,)).tolist() for n in (37, 5, 20)]
+    total = 0.0
+    for row in rows:  # reference: p = (p_a + p_b) / 2 at every position, each member read in one pass
+        ids = torch.tensor([[2] + row])  # (1, L+1)
+        probs = sum(m.run(ids[:, :-1], torch.tensor([len(row)]))[0].softmax(-1) for m in (a, b)) / 2  # (1, L, V)
+        total -= float(probs[0].gather(-1, ids[0, 1:, None]).log().sum())
+    chunked = gen.split_nll(model, rows, bos_id=2, device=torch.device("cpu"), chunk=7, max_rows=2)
+    assert chunked[0] == pytest.approx(total, rel=1e-5)
+    # Sampling steps carry both members' states (stacked on the layer axis) and give the same scores.
+    decoder = gen._StepDecoder(model, banned=[0, 1, 2, 3])
+    ids = torch.randint(4, 11, (3, 6))  # (N, T)
+    whole, final = model.run(ids, torch.full((3,), 6))  # (N, T, V)
+    state, steps = None, []
+    for t in range(6):
+        logits, state = decoder.step(ids[:, t], state)  # (N, V)
+        steps.append(logits)
+    torch.testing.assert_close(torch.stack(steps, 1)[..., 4:], whole[..., 4:], rtol=1e-5, atol=1e-5)
+    parts = state if isinstance(state, tuple) else (state,)
+    assert all(p.shape == (4, 3, 8) for p in parts)  # (members x layers, N, H)
+    moved = decoder.reorder(state, torch.tensor([2, 0]))
+    torch.testing.assert_close((moved if isinstance(moved, tuple) else (moved,))[0][:, 1], parts[0][:, 0])
+
+
+def test_an_ensemble_trains_each_member_on_its_own_loss_and_carries_each_state() -> None:
+    model = _ensemble(batch_size=2).train()
+    stream = torch.randint(4, 11, (2 * 30 + 1,))
+    windows = gen.Windows(stream, batch_size=2, seq_length=5)
+    out = model(windows[0])
+    losses = [m(windows[0]).loss for m in model.members]  # the members alone (their carry moved on: reset it)
+    for m in model.members:
+        m.carry_next.fill_(-1)
+    assert float(out.loss.detach()) == pytest.approx(float(sum(x.detach() for x in losses) / 2), rel=1e-5)  # type: ignore[union-attr]
+    model.zero_grad()
+    model(windows[0]).loss.backward()  # type: ignore[union-attr]
+    assert all(p.grad is not None for p in model.parameters())
+    # Carried state across windows equals one pass over each stream, member by member.
+    model = _ensemble(batch_size=2).train()
+    logits = torch.cat([model(windows[j]).logits for j in range(len(windows))], dim=1)  # (B, 30, V)
+    with torch.no_grad():
+        whole, _ = model.run(windows.inputs[:, :30], torch.full((2,), 30))  # (B, 30, V)
+    torch.testing.assert_close(logits, whole, rtol=1e-5, atol=1e-5)
+
+
+def test_an_ensemble_run_trains_generates_scores_and_is_named(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    assert gen.main(["--dataset", str(FIXTURE), *TINY, "--ensemble", "2", "--max-steps", "6", "--eval-every", "3",
+                     "--output", str(out), "--results", str(tmp_path / "r.json")]) == 0
+    assert "ensemble of 2" in capsys.readouterr().out
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["model"].endswith(", ensemble of 2") and result["config"]["model"]["ensemble"] == 2
+    lm = gen.load(out)
+    assert isinstance(lm.model, gen.CharEnsemble) and len(lm.model.members) == 2
+    text = lm.generate("Love", 40, seed=3)
+    assert text.startswith("Love") and text == lm.generate("Love", 40, seed=3)
+    assert lm.score([FIXTURE.read_text()[:500]])[0].value == pytest.approx(
+        -lm.log_prob(FIXTURE.read_text()[:500]) / 500, rel=1e-6)
+    from seqnlp.tasks import sentiment
+    capsys.readouterr()
+    assert sentiment.main(["--dataset", str(FIXTURE), "--init-from", str(out), "--output", str(tmp_path / "clf")]) != 0
+    assert "is an ensemble of 2 networks; a classifier starts from one" in capsys.readouterr().err
+    assert not (tmp_path / "clf").exists()

@@ -105,6 +105,12 @@ class ModelConfig:
     # Tying shares the V x E embedding with the output layer (Press & Wolf 2017); with E != H a
     # projection H → E is added before the output layer.
     tie_weights: bool = opt(False, "share the embedding matrix with the output layer")
+    # None = 2 where a time budget would let one network see the text ENSEMBLE_PASSES times or more (see
+    # `regularisation`): the run is then bound by the data, not by compute.
+    ensemble: int | None = opt(None, "K networks trained side by side on the same windows (each its own "
+                               "initialisation and dropout), predicting the mean of their next-token distributions "
+                               "(default: 2 where the time budget allows one network 16+ passes over the text, "
+                               "else 1)", min=1)
 
 
 @dataclass
@@ -153,19 +159,32 @@ class DataConfig:
 # seen once or less gets none. Chosen on Tiny Shakespeare's validation split (issue 22).
 REGULARISATION = {"dropout": 0.3, "embedding_dropout": 0.1, "weight_dropout": 0.2}
 FULL_PASSES = 15
+# Where one network would see the text this often in the time budget, two networks (each seeing it half as often)
+# are trained side by side instead: on the Xeon one 2x768 LSTM sees Tiny Shakespeare 20 times and its validation
+# loss stays flat over the last quarter of the run (issue 22).
+ENSEMBLE_PASSES = 16
+
+
+def members(config: ModelConfig) -> int:
+    """How many networks `config` trains side by side (a config saved before --ensemble existed: one)."""
+    return config.ensemble or 1
 
 
 def regularisation(config: ModelConfig, train_chars: int, train: Any, data: DataConfig,
                    speed: float | None = None) -> tuple[ModelConfig, float]:
-    """`config` with its unset dropouts scaled to the passes over `train_chars` that the budget allows, at
-    `speed` training tokens/s (`training_speed`; needed when a time budget is set)."""
+    """`config` with its unset ensemble size and dropouts sized to the passes over `train_chars` that the budget
+    allows each network, at `speed` training tokens/s of one network (`training_speed`; needed when a time budget
+    is set); returns it with those passes."""
     passes = float(train.epochs)
     if all(getattr(config, name) is not None for name in REGULARISATION):  # every dropout given: nothing to scale
-        return config, passes
+        return replace(config, ensemble=members(config)), passes
     if train.time_budget:
         if speed is None:
             raise SeqnlpError("a time budget needs the measured training speed to size the regularisation")
-        passes = min(passes, train.time_budget * 60 * speed / max(train_chars, 1))
+        alone = train.time_budget * 60 * speed / max(train_chars, 1)  # passes one network would make
+        config = replace(config, ensemble=config.ensemble or (2 if alone >= ENSEMBLE_PASSES else 1))
+        passes = min(passes, alone / members(config))  # K networks side by side: each at 1/K of the speed
+    config = replace(config, ensemble=members(config))
     if train.max_steps:
         passes = min(passes, train.max_steps * data.batch_size * data.seq_length / max(train_chars, 1))
     strength = min(1.0, max(0.0, math.log(max(passes, 1.0)) / math.log(FULL_PASSES)))
@@ -175,13 +194,14 @@ def regularisation(config: ModelConfig, train_chars: int, train: Any, data: Data
 
 def training_speed(config: ModelConfig, vocab_size: int, stream: Tensor, data: DataConfig, precision: str,
                    device: torch.device, adaptive: bool) -> float:
-    """Training tokens/s of this model on this machine, summed over the processes of a torchrun: forward and
-    backward over the first training window at full regularisation, the faster of two after a warm-up (a few
-    seconds). The machine decides how many passes a time budget buys: the default 2x768 LSTM trains 11k
+    """Training tokens/s of one network of this model on this machine, summed over the processes of a torchrun:
+    forward and backward over the first training window at full regularisation, the faster of two after a warm-up
+    (a few seconds). The machine decides how many passes a time budget buys: the default 2x768 LSTM trains 14k
     characters/s on the Xeon with AMX and 4.7k on an AMD EPYC without (7 passes of Tiny Shakespeare in 25
     minutes, where 2x512 gets 15 but scored worse: 1.3593 against 1.3502). RNG state and the real model's
     weights are untouched."""
-    full = replace(config, **{name: p for name, p in REGULARISATION.items() if getattr(config, name) is None})
+    full = replace(config, ensemble=1,
+                   **{name: p for name, p in REGULARISATION.items() if getattr(config, name) is None})
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         model = CharRNN(full, vocab_size, data.batch_size, precision=precision, adaptive=adaptive).to(device).train()
         batch = Windows(stream, data.batch_size, data.seq_length)[0].to(device)
@@ -348,6 +368,96 @@ class CharRNN(nn.Module):
                     self.carry_state.copy_(states)
                     self.carry_next.copy_(ends)
         return Output(logits, loss)
+
+
+class CharEnsemble(nn.Module):
+    """K CharRNNs (`ModelConfig.ensemble`) trained side by side on the same windows, each with its own
+    initialisation and dropout draws, predicting the mean of their next-token distributions.
+
+    The training loss is the mean of the members' losses, so each member learns as it would alone. Scores are
+    log-probabilities of the mixture, log(mean_k softmax(logits_k)), which sampling reads as logits. The members'
+    states are concatenated along the layer axis ((K*L, B, H), h and c for an LSTM), so everything that carries,
+    slices or reorders a CharRNN's state handles an ensemble's unchanged.
+    """
+
+    def __init__(self, config: ModelConfig, vocab_size: int, batch_size: int, pad_id: int = 0,
+                 precision: str = "auto", adaptive: bool = False) -> None:
+        super().__init__()
+        if adaptive:
+            raise SeqnlpError("--ensemble mixes full softmaxes; a word or bpe model (adaptive softmax) trains one "
+                              "network: leave out --ensemble, or add --softmax full")
+        self.config = config
+        self.vocab_size = vocab_size
+        self.pad_id = pad_id
+        self.adaptive = False
+        one = replace(config, ensemble=1)
+        self.members = nn.ModuleList(CharRNN(one, vocab_size, batch_size, pad_id, precision)
+                                     for _ in range(config.ensemble))
+
+    def _split(self, state: State | None) -> list[State | None]:
+        """The ensemble's state → each member's ((L, B, H) parts)."""
+        k, layers = len(self.members), self.config.layers
+        if state is None:
+            return [None] * k
+        if isinstance(state, tuple):
+            return [tuple(s[i * layers:(i + 1) * layers] for s in state) for i in range(k)]
+        return [state[i * layers:(i + 1) * layers] for i in range(k)]
+
+    @staticmethod
+    def _join(states: list[State]) -> State:
+        if isinstance(states[0], tuple):
+            return tuple(torch.cat(parts) for parts in zip(*states))  # type: ignore[arg-type]
+        return torch.cat(states)  # type: ignore[arg-type]
+
+    @staticmethod
+    def mixture(scores: Sequence[Tensor]) -> Tensor:
+        """K score tensors (..., V) → log of the mean of their softmaxes (..., V), in fp32."""
+        logp = torch.stack([torch.log_softmax(s.float(), -1) for s in scores])  # (K, ..., V)
+        return torch.logsumexp(logp, 0) - math.log(len(scores))
+
+    def features(self, ids: Tensor, lengths: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """ids (B, T), lengths (B,), optional state → the mixture's log-probabilities (B, T, V) and the final state."""
+        scores, states = [], []
+        for member, part in zip(self.members, self._split(state)):
+            features, part = member.features(ids, lengths, part)  # (B, T, F)
+            scores.append(member.scores(features))
+            states.append(part)
+        return self.mixture(scores), self._join(states)
+
+    def scores(self, features: Tensor) -> Tensor:
+        return features  # `features` are already the mixture's log-probabilities
+
+    def target_nll(self, features: Tensor, targets: Tensor) -> Tensor:
+        """Summed NLL (nats) of `targets` (B, T) under the mixture; positions holding -100 count 0."""
+        return F.nll_loss(features.flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="sum")
+
+    def run(self, ids: Tensor, lengths: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        return self.features(ids, lengths, state)
+
+    def step(self, tokens: Tensor, state: State | None) -> tuple[Tensor, State]:
+        """One token per row (N,) → the mixture's log-probabilities (N, V) and the new state."""
+        scores, states = [], []
+        for member, part in zip(self.members, self._split(state)):
+            logits, part = member.step(tokens, part)  # (N, V)
+            scores.append(logits)
+            states.append(part)
+        return self.mixture(scores), self._join(states)
+
+    def forward(self, batch: Batch) -> Output:
+        """Each member's forward (its own carried state); loss = their mean, logits = the mixture's log-probabilities."""
+        outputs = [member(batch) for member in self.members]
+        with torch.no_grad():
+            logits = self.mixture([o.logits for o in outputs])  # (B, T, V)
+        losses = [o.loss for o in outputs if o.loss is not None]
+        return Output(logits, torch.stack(losses).mean() if losses else None)
+
+
+def build_model(config: ModelConfig, vocab_size: int, batch_size: int, pad_id: int = 0, precision: str = "auto",
+                adaptive: bool = False) -> CharRNN | CharEnsemble:
+    """The language model `config` describes: one CharRNN, or a CharEnsemble of `config.ensemble` of them."""
+    if members(config) > 1:
+        return CharEnsemble(config, vocab_size, batch_size, pad_id, precision, adaptive)
+    return CharRNN(config, vocab_size, batch_size, pad_id, precision, adaptive)
 
 
 # ====================================================================== streams and windows
@@ -641,7 +751,8 @@ class CharLM:
         logits (N, V) and the new state (h_out[, c_out])."""
         config = self.model.config
         names = ["h", "c"] if config.cell == "lstm" else ["h"]
-        state = tuple(torch.randn(config.layers, 3, config.hidden_size) for _ in names)  # (L, N, H) each
+        layers = config.layers * members(config)  # an ensemble's members' states, one after another
+        state = tuple(torch.randn(layers, 3, config.hidden_size) for _ in names)  # (L, N, H) each
         tokens = torch.tensor([self.tokenizer.bos_id, self.tokenizer.unk_id, self.tokenizer.bos_id])  # (N,)
 
         def step(tokens: Tensor, *state: Tensor) -> tuple[Tensor, ...]:
@@ -663,7 +774,8 @@ class _OnnxCharRNN(nn.Module):
 
     def step(self, tokens: Tensor, state: State | None) -> tuple[Tensor, State]:
         if state is None:
-            zeros = torch.zeros(self.config.layers, tokens.shape[0], self.config.hidden_size)  # (L, N, H)
+            zeros = torch.zeros(self.config.layers * members(self.config), tokens.shape[0],
+                                self.config.hidden_size)  # (L, N, H)
             state = (zeros, zeros) if self.config.cell == "lstm" else zeros
         logits, *new = self.part(tokens, *(state if isinstance(state, tuple) else (state,)))  # (N, V)
         return logits, (tuple(new) if len(new) == 2 else new[0])
@@ -739,13 +851,14 @@ def prepare(run: Run) -> Prepared:
                                adaptive(tokens))
     config, passes = regularisation(config, stream.numel(), train_cfg, data, speed)
     run.settings["model"] = config  # saved in config.json as resolved
-    pace = "" if speed is None else (f" (measured here: {speed:,.0f} {tokens.level} tokens/s, so the budget "
-                                     f"allows about {passes:.1f} passes over the training text)")
-    print(f"model: {config.layers}x{config.hidden_size} {config.cell}; regularisation: dropout {config.dropout}, "
+    each = "each network " if members(config) > 1 else ""
+    pace = "" if speed is None else (f" (measured here: one network trains {speed:,.0f} {tokens.level} tokens/s, "
+                                     f"so the budget allows {each}about {passes:.1f} passes over the training text)")
+    k = members(config)
+    print(f"model: {config.layers}x{config.hidden_size} {config.cell}{f', ensemble of {k}' if k > 1 else ''}; regularisation: dropout {config.dropout}, "
           f"embedding dropout {config.embedding_dropout}, weight dropout {config.weight_dropout}{pace}", flush=True)
-    model = CharRNN(config, tokenizer.vocab_size, data.batch_size * run.world, tokenizer.pad_id,
-                    precision=train_cfg.precision,
-                    adaptive=adaptive(tokens))
+    model = build_model(config, tokenizer.vocab_size, data.batch_size * run.world, tokenizer.pad_id,
+                        precision=train_cfg.precision, adaptive=adaptive(tokens))
     example = Windows(stream, 1, min(data.seq_length, 32))[0]
     example.index = None
 
@@ -810,8 +923,8 @@ def _load(run_dir: Path, settings: dict[str, Any], device: str) -> CharLM:
     tokenizer = Tokenizer.load(run_dir / TOKENIZER_FILE)
     precision = settings["train"].precision
     streams = settings["data"].batch_size * int(settings.get("world_size", 1))  # the carry of every process's streams
-    model = CharRNN(settings["model"], tokenizer.vocab_size, streams, tokenizer.pad_id, precision=precision,
-                    adaptive=adaptive(settings["tokens"]))
+    model = build_model(settings["model"], tokenizer.vocab_size, streams, tokenizer.pad_id, precision=precision,
+                        adaptive=adaptive(settings["tokens"]))
     load_model_weights(run_dir, model, "best")
     return CharLM(model, tokenizer, device=device, precision=precision, run_dir=run_dir)
 
@@ -830,7 +943,7 @@ def describe(settings: dict[str, Any]) -> str:
     level = "char" if tokens.level == "char" else f"{tokens.level} {tokens.vocab_size or DEFAULT_VOCAB[tokens.level]}" + (
         " adaptive" if adaptive(tokens) else "")
     return f"{config.layers}x{config.cell} {config.embedding_size}/{config.hidden_size} {level}" + (
-        " tied" if config.tie_weights else "")
+        " tied" if config.tie_weights else "") + (f", ensemble of {members(config)}" if members(config) > 1 else "")
 
 
 def _generate_arguments(p: argparse.ArgumentParser) -> None:

@@ -738,6 +738,9 @@ def shared_with_language_model(lm: dict[str, Any]) -> dict[str, dict[str, Any]]:
     from seqnlp.tasks.generation import DEFAULT_VOCAB
 
     model, tokens = lm["model"], lm["tokens"]
+    if (getattr(model, "ensemble", None) or 1) > 1:
+        raise SeqnlpError(f"--init-from: that language model is an ensemble of {model.ensemble} networks; a "
+                          "classifier starts from one: train the language model without --ensemble")
     return {"model": {"cell": model.cell, "layers": model.layers, "hidden_size": model.hidden_size,
                       "embedding_size": model.embedding_size, "bidirectional": False, "tokenizer": tokens.level,
                       "lowercase": tokens.lowercase, "vocab_size": tokens.vocab_size or DEFAULT_VOCAB.get(tokens.level, 0),
