@@ -846,17 +846,20 @@ def prepare(run: Run) -> Prepared:
           f"{tokenizer.vocab_size} (4 special); prepared in {time.perf_counter() - t0:.1f}s", flush=True)
     # The passes the budget allows, counted in tokens at the speed measured here.
     config, speed = run.settings["model"], None
+    if adaptive(tokens):  # an adaptive softmax gives no full distribution to mix: one network unless asked
+        config = replace(config, ensemble=members(config))
     if train_cfg.time_budget and any(getattr(config, name) is None for name in REGULARISATION):
         speed = training_speed(config, tokenizer.vocab_size, stream, data, train_cfg.precision, run.device,
                                adaptive(tokens))
     config, passes = regularisation(config, stream.numel(), train_cfg, data, speed)
     run.settings["model"] = config  # saved in config.json as resolved
-    each = "each network " if members(config) > 1 else ""
-    pace = "" if speed is None else (f" (measured here: one network trains {speed:,.0f} {tokens.level} tokens/s, "
-                                     f"so the budget allows {each}about {passes:.1f} passes over the training text)")
     k = members(config)
-    print(f"model: {config.layers}x{config.hidden_size} {config.cell}{f', ensemble of {k}' if k > 1 else ''}; regularisation: dropout {config.dropout}, "
-          f"embedding dropout {config.embedding_dropout}, weight dropout {config.weight_dropout}{pace}", flush=True)
+    pace = "" if speed is None else (f" (measured here: one network trains {speed:,.0f} {tokens.level} tokens/s, "
+                                     f"so the budget allows {'each network ' if k > 1 else ''}about {passes:.1f} "
+                                     "passes over the training text)")
+    print(f"model: {config.layers}x{config.hidden_size} {config.cell}{f', ensemble of {k}' if k > 1 else ''}; "
+          f"regularisation: dropout {config.dropout}, embedding dropout {config.embedding_dropout}, weight dropout "
+          f"{config.weight_dropout}{pace}", flush=True)
     model = build_model(config, tokenizer.vocab_size, data.batch_size * run.world, tokenizer.pad_id,
                         precision=train_cfg.precision, adaptive=adaptive(tokens))
     example = Windows(stream, 1, min(data.seq_length, 32))[0]
