@@ -17,7 +17,6 @@ from dataclasses import replace
 from torch import nn
 
 import seqnlp
-from seqnlp import scoring
 from seqnlp.benchmark import load_benchmark
 from seqnlp.errors import SeqnlpError
 from seqnlp.tasks.generation import CharEnsemble, CharLM, CharRNN
@@ -39,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SeqnlpError("the runs' tokenizers differ: their distributions cannot be mixed")
     _, config = read_config(args.runs[0], "generation")
     bench = load_benchmark(config["source"]["benchmark"] or "tiny_shakespeare")
-    texts = [t for t in scoring._columns(bench, args.split, None, None)[0]["text"] if t]
+    texts = [t for t in bench.load_split(args.split)[bench.columns["text"]] if t]
     for run, lm in zip(args.runs, models):
         print(f"{run}: {lm.score(texts)[0].value:.4f} nats/char", flush=True)
     first = models[0].model

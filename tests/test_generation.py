@@ -233,6 +233,15 @@ def test_char_tokenizer_round_trips_the_fixture() -> None:
     assert tok.decode(tok.encode(text)) == text
 
 
+def _stepped(decoder: gen._StepDecoder, ids: torch.Tensor) -> tuple[torch.Tensor, object]:
+    """ids (N, T) fed one step at a time → the scores of every step (N, T, V) and the final state."""
+    state, steps = None, []
+    for t in range(ids.shape[1]):
+        logits, state = decoder.step(ids[:, t], state)  # (N, V)
+        steps.append(logits)
+    return torch.stack(steps, dim=1), state
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @torch.no_grad()
 def test_sampling_steps_compute_the_same_scores_as_the_model(cell: str) -> None:
@@ -240,11 +249,7 @@ def test_sampling_steps_compute_the_same_scores_as_the_model(cell: str) -> None:
     decoder = gen._StepDecoder(model, banned=[0, 1, 2, 3])
     ids = torch.randint(4, 11, (3, 6))  # (N, T)
     whole, _ = model.run(ids, torch.full((3,), 6))  # (N, T, V)
-    state, steps = None, []
-    for t in range(6):
-        logits, state = decoder.step(ids[:, t], state)  # (N, V)
-        steps.append(logits)
-    stepped = torch.stack(steps, dim=1)  # (N, T, V)
+    stepped, _ = _stepped(decoder, ids)  # (N, T, V)
     assert torch.isinf(stepped[..., :4]).all()  # special tokens are never sampled
     torch.testing.assert_close(stepped[..., 4:], whole[..., 4:], rtol=1e-5, atol=1e-5)
 
@@ -346,12 +351,9 @@ def test_an_ensemble_scores_the_mean_of_its_members_distributions(cell: str) -> 
     # Sampling steps carry both members' states (stacked on the layer axis) and give the same scores.
     decoder = gen._StepDecoder(model, banned=[0, 1, 2, 3])
     ids = torch.randint(4, 11, (3, 6))  # (N, T)
-    whole, final = model.run(ids, torch.full((3,), 6))  # (N, T, V)
-    state, steps = None, []
-    for t in range(6):
-        logits, state = decoder.step(ids[:, t], state)  # (N, V)
-        steps.append(logits)
-    torch.testing.assert_close(torch.stack(steps, 1)[..., 4:], whole[..., 4:], rtol=1e-5, atol=1e-5)
+    whole, _ = model.run(ids, torch.full((3,), 6))  # (N, T, V)
+    stepped, state = _stepped(decoder, ids)  # (N, T, V)
+    torch.testing.assert_close(stepped[..., 4:], whole[..., 4:], rtol=1e-5, atol=1e-5)
     parts = state if isinstance(state, tuple) else (state,)
     assert all(p.shape == (4, 3, 8) for p in parts)  # (members x layers, N, H)
     moved = decoder.reorder(state, torch.tensor([2, 0]))

@@ -415,14 +415,15 @@ class CharEnsemble(nn.Module):
         logp = torch.stack([torch.log_softmax(s.float(), -1) for s in scores])  # (K, ..., V)
         return torch.logsumexp(logp, 0) - math.log(len(scores))
 
+    def _mixed(self, call: Callable[[CharRNN, State | None], tuple[Tensor, State]],
+               state: State | None) -> tuple[Tensor, State]:
+        """`call(member, its state)` → (scores, state) for every member → the mixture and the joined state."""
+        scores, states = zip(*(call(member, part) for member, part in zip(self.members, self._split(state))))
+        return self.mixture(scores), self._join(list(states))
+
     def features(self, ids: Tensor, lengths: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """ids (B, T), lengths (B,), optional state → the mixture's log-probabilities (B, T, V) and the final state."""
-        scores, states = [], []
-        for member, part in zip(self.members, self._split(state)):
-            features, part = member.features(ids, lengths, part)  # (B, T, F)
-            scores.append(member.scores(features))
-            states.append(part)
-        return self.mixture(scores), self._join(states)
+        return self._mixed(lambda member, part: member.run(ids, lengths, part), state)
 
     def scores(self, features: Tensor) -> Tensor:
         return features  # `features` are already the mixture's log-probabilities
@@ -436,12 +437,7 @@ class CharEnsemble(nn.Module):
 
     def step(self, tokens: Tensor, state: State | None) -> tuple[Tensor, State]:
         """One token per row (N,) → the mixture's log-probabilities (N, V) and the new state."""
-        scores, states = [], []
-        for member, part in zip(self.members, self._split(state)):
-            logits, part = member.step(tokens, part)  # (N, V)
-            scores.append(logits)
-            states.append(part)
-        return self.mixture(scores), self._join(states)
+        return self._mixed(lambda member, part: member.step(tokens, part), state)
 
     def forward(self, batch: Batch) -> Output:
         """Each member's forward (its own carried state); loss = their mean, logits = the mixture's log-probabilities."""
