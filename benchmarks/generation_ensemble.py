@@ -25,26 +25,34 @@ from seqnlp.tasks.runner import read_config
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("runs", nargs="+", help="generation run folders (two or more)")
+    p.add_argument("runs", nargs="+", help="generation run folders (two or more networks in all)")
     p.add_argument("--split", default="validation", help="validation (default) or test")
     args = p.parse_args(argv)
-    if len(args.runs) < 2:
-        p.error("give two or more run folders")
-    models = [seqnlp.load(run) for run in args.runs]
-    if any(not isinstance(m, CharLM) or not isinstance(m.model, CharRNN) or m.tokenizer.level != "char"
-           for m in models):
-        raise SeqnlpError("every run must be a character-level generation run of one network")
+    loaded = [seqnlp.load(run) for run in args.runs]
+    if any(not isinstance(m, CharLM) or not isinstance(m.model, (CharRNN, CharEnsemble)) or m.tokenizer.level != "char"
+           for m in loaded):
+        raise SeqnlpError("every run must be a character-level generation run")
+    _, config = read_config(args.runs[0], "generation")
+    precision = config["train"]["precision"]
+    # An ensemble run contributes each of its networks, scored alone as RUN#k.
+    names, models = [], []
+    for run, lm in zip(args.runs, loaded):
+        nets = list(lm.model.members) if isinstance(lm.model, CharEnsemble) else [lm.model]
+        for k, net in enumerate(nets):
+            names.append(f"{run}#{k}" if len(nets) > 1 else run)
+            models.append(lm if len(nets) == 1 else CharLM(net, lm.tokenizer, precision=precision))
+    if len(models) < 2:
+        p.error("give two or more networks (run folders, or an ensemble run)")
     if len({m.tokenizer.to_str() for m in models}) != 1:
         raise SeqnlpError("the runs' tokenizers differ: their distributions cannot be mixed")
-    _, config = read_config(args.runs[0], "generation")
     bench = load_benchmark(config["source"]["benchmark"] or "tiny_shakespeare")
     texts = [t for t in bench.load_split(args.split)[bench.columns["text"]] if t]
-    for run, lm in zip(args.runs, models):
+    for run, lm in zip(names, models):
         print(f"{run}: {lm.score(texts)[0].value:.4f} nats/char", flush=True)
     first = models[0].model
     ensemble = CharEnsemble(replace(first.config, ensemble=len(models)), first.vocab_size, 1, first.pad_id)
     ensemble.members = nn.ModuleList(lm.model for lm in models)
-    mixed = CharLM(ensemble, models[0].tokenizer, precision=config["train"]["precision"])
+    mixed = CharLM(ensemble, models[0].tokenizer, precision=precision)
     print(f"ensemble of {len(models)} ({bench.name} {args.split}): {mixed.score(texts)[0].value:.4f} nats/char")
     return 0
 
