@@ -548,16 +548,6 @@ def clean(text: str) -> str:
     return _BREAK.sub(" ", text)
 
 
-def detokenize(texts: Sequence[str]) -> list[str]:
-    """Penn Treebank-tokenized texts (SST's: ``it does n't work , `` really ''``) as written text (``it doesn't
-    work, "really"``), by NLTK's Treebank detokenizer: a model that learnt from raw text, such as a language model
-    of IMDB reviews, then reads the spellings it learnt."""
-    from nltk.tokenize.treebank import TreebankWordDetokenizer  # imported on first use: only SST-like text needs it
-
-    detokenizer = TreebankWordDetokenizer()
-    return [detokenizer.detokenize(text.split()) for text in texts]
-
-
 def check_texts(values: Sequence[Any], where: str, *, what: str = "text", column: str = "text",
                 missing_ok: bool = False, blank_ok: bool = False) -> list[str]:
     """The values as strings (missing ones dropped when `missing_ok`); SeqnlpError naming the first row that is

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,6 @@ import torch
 import seqnlp
 from seqnlp.results import read_result
 from seqnlp.tasks import sentiment
-from seqnlp.tokenization import Tokenizer
 
 FIXTURE = Path(__file__).parent / "fixtures" / "sentiment"
 # A model small enough to train in about a second on one thread; the fixture is separable by its words.
@@ -102,27 +100,6 @@ def test_truncation_keeps_head_and_tail() -> None:
     assert sentiment.truncate(ids, 8, "head+tail") == [0, 1, 4, 5, 6, 7, 8, 9]  # a quarter from the head
     assert sentiment.truncate(ids, 20, "head+tail") == ids
     assert sentiment.clean("good<br /><br />film<BR>") == "good  film "
-
-
-def test_treebank_text_is_detokenized_only_when_the_config_says_so() -> None:
-    sst = "it does n't work , `` really '' ( at all ) -- it 's slow .<br />"
-    written = "it doesn't work, \"really\" (at all)--it's slow."
-    assert sentiment.normalise([sst], replace(sentiment.ModelConfig(), detokenize=True)) == [written + " "]
-    assert sentiment.normalise([sst], sentiment.ModelConfig()) == [sst.replace("<br />", " ")]
-    tokenizer = Tokenizer.train([written], level="bpe", vocab_size=300, lowercase=True)
-    plain = replace(sentiment.ModelConfig(), tokenizer="bpe")
-    assert (sentiment.encode_texts(tokenizer, [sst], replace(plain, detokenize=True))
-            == sentiment.encode_texts(tokenizer, [written + " "], plain)
-            != sentiment.encode_texts(tokenizer, [sst], plain))
-
-
-def test_bos_starts_every_text_within_max_length() -> None:
-    tokenizer = Tokenizer.train(["a good film", "a bad film"], level="word")
-    config = replace(sentiment.ModelConfig(), max_length=3, truncation="head")
-    plain = sentiment.encode_texts(tokenizer, ["a good film indeed", "film"], config)
-    with_bos = sentiment.encode_texts(tokenizer, ["a good film indeed", "film"], replace(config, bos=True))
-    assert len(plain[0]) == 3 and len(plain[1]) == 1
-    assert with_bos == [[tokenizer.bos_id, *plain[0][:2]], [tokenizer.bos_id, *plain[1]]]
 
 
 def test_labels_int_classlabel_and_names() -> None:

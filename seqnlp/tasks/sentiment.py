@@ -47,7 +47,7 @@ from torch import nn
 from seqnlp import baselines, distributed, scoring
 from seqnlp.benchmark import load_benchmark
 from seqnlp.config import opt
-from seqnlp.data import Batch, BucketBatchSampler, check_columns, check_texts, clean, deal, detokenize, pad
+from seqnlp.data import Batch, BucketBatchSampler, check_columns, check_texts, clean, deal, pad
 from seqnlp.device import autocast, resolve_device, use_bf16
 from seqnlp.encoders import CELLS, POOL_MODES, Dropout, LockedDropout, Pooler, RNNEncoder
 from seqnlp.errors import SeqnlpError, check_finite
@@ -88,13 +88,6 @@ class ModelConfig:
                           min=0)
     min_frequency: int = opt(2, "rarer tokens are left out of the vocabulary", min=1)
     lowercase: bool = opt(True, "lowercase text before tokenizing")
-    # SST's sentences are Penn Treebank-tokenized ("does n't", "`` quoted ''"); a language model of raw reviews
-    # knows them as written text.
-    detokenize: bool = opt(False, "undo Penn Treebank tokenization before tokenizing (\"does n't\" becomes "
-                           "\"doesn't\"), for tokenized text such as SST-2's")
-    # A language model's training stream has <bos> before every text, and it reads on from there: started from a
-    # zero state with no <bos>, a reader meets a text's first words as nothing it was trained on.
-    bos: bool = opt(False, "start every text with <bos> (for a language model's reader: how it saw texts start)")
     max_length: int = opt(512, "tokens kept per text (longer texts are truncated, see --truncation)", min=1)
     # Reviews tend to state their verdict at the end: keeping the head and the tail of a long text beats
     # keeping only the head (Sun et al., 2019, "How to Fine-Tune BERT for Text Classification", on IMDB).
@@ -402,18 +395,10 @@ def truncate(ids: list[int], max_length: int, mode: str) -> list[int]:
     return ids[:head] + ids[len(ids) - (max_length - head):]
 
 
-def normalise(texts: Sequence[str], config: ModelConfig) -> list[str]:
-    """The texts as the tokenizer reads them (training, scoring and prediction alike): HTML breaks removed and,
-    with config.detokenize, Penn Treebank tokenization undone."""
-    return [clean(t) for t in (detokenize(texts) if config.detokenize else texts)]
-
-
 def encode_texts(tokenizer: Tokenizer, texts: Sequence[str], config: ModelConfig) -> list[list[int]]:
     """Token ids of each text, truncated; a text with no tokens at all becomes one <unk>."""
-    encoded = tokenizer.encode_batch(normalise(texts, config))
-    first = [tokenizer.bos_id] if config.bos else []
-    return [first + truncate(ids, config.max_length - len(first), config.truncation) if ids else
-            first + [tokenizer.unk_id] for ids in encoded]
+    encoded = tokenizer.encode_batch([clean(t) for t in texts])
+    return [truncate(ids, config.max_length, config.truncation) if ids else [tokenizer.unk_id] for ids in encoded]
 
 
 def label_ids(values: Sequence[Any], feature: Any, names: Sequence[str], where: str) -> np.ndarray:
@@ -530,7 +515,7 @@ def pretrain_embedding(model: nn.Module, tokenizer: Tokenizer, texts: Sequence[s
     from seqnlp.embeddings import pretrain_vectors
 
     begin = time.perf_counter()
-    ids = tokenizer.encode_batch(normalise(texts, config))
+    ids = tokenizer.encode_batch([clean(t) for t in texts])
     vectors, found = pretrain_vectors(ids, tokenizer.vocab_size, config.embedding_size,
                                       epochs=config.pretrain_epochs, seed=seed, skip_ids=(tokenizer.pad_id,))
     with torch.no_grad():
@@ -617,7 +602,7 @@ def prepare(run: Run) -> Prepared:
     unlabelled = pretraining_texts(config.pretrain) if config.pretrain and not run.resume else []
     init = run.init
     tokenizer = run.tokenizer(TOKENIZER_FILE, init.tokenizer if init is not None else lambda: Tokenizer.train(
-        normalise([*check_texts(train_cols["text"], run.where("train")), *unlabelled], config),
+        (clean(t) for t in [*check_texts(train_cols["text"], run.where("train")), *unlabelled]),
         level=config.tokenizer, vocab_size=config.vocab_size or None, min_frequency=config.min_frequency,
         lowercase=config.lowercase))
     train = make_split(train_cols, train_feat["label"], run.where("train"), names, tokenizer, config)
@@ -644,7 +629,7 @@ def prepare(run: Run) -> Prepared:
             from seqnlp.tasks.generation import tune
 
             begin = time.perf_counter()
-            weights = tune(init, normalise(train.texts, config), finetune.lm_steps, finetune.lm_lr, run.device,
+            weights = tune(init, [clean(t) for t in train.texts], finetune.lm_steps, finetune.lm_lr, run.device,
                            run.bf16, seed)
             seconds += time.perf_counter() - begin
         copied = sum(init.copy_into(member, {"embedding.": "embedding.", "encoder.": "encoder."}, weights)
