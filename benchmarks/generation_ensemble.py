@@ -5,7 +5,8 @@
 Each run is scored alone and the K runs together, as `seqnlp.tasks.generation.CharEnsemble` (what --ensemble K
 trains side by side in one budget) mixes its members, by the task's scoring protocol (each row read from <bos> with
 a zero state, the state carried through the row; nats per character). It tells whether K networks would beat one
-before a budget is spent training them together (issue 22). The runs must be char models of one tokenizer.
+before a budget is spent training them together (issue 22). The runs must be char models of one tokenizer; an
+ensemble run gives each of its networks (RUN#k), so a side-by-side pair can be mixed with runs trained apart.
 """
 
 from __future__ import annotations
