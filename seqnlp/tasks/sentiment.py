@@ -735,10 +735,10 @@ def shared_with_language_model(lm: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """What a classifier started from a generation run takes from it: the tokenizer and the sizes of the
     embedding and the encoder. A forward language model starts a unidirectional classifier (its encoder reads
     left to right; a backward direction would start from nothing)."""
-    from seqnlp.tasks.generation import DEFAULT_VOCAB
+    from seqnlp.tasks.generation import DEFAULT_VOCAB, members
 
     model, tokens = lm["model"], lm["tokens"]
-    if (getattr(model, "ensemble", None) or 1) > 1:
+    if members(model) > 1:
         raise SeqnlpError(f"--init-from: that language model is an ensemble of {model.ensemble} networks; a "
                           "classifier starts from one: train the language model without --ensemble")
     return {"model": {"cell": model.cell, "layers": model.layers, "hidden_size": model.hidden_size,
