@@ -164,8 +164,7 @@ FULL_PASSES = 15
 # loss stays flat over the last quarter of the run (issue 22).
 ENSEMBLE_PASSES = 16
 # Each of an ensemble's networks is regularised at this share of what it would get alone: the mean of their
-# predictions already averages away part of the variance dropout fights (issue 22: two 2x768 networks reached
-# validation 1.3044 at both 0.6 and 0.35 of the lone network's dropouts, 1.3151 at the full ones).
+# predictions already averages away part of the variance dropout fights (README, "Character-level generation").
 MEMBER_SHARE = 0.5
 
 
