@@ -383,6 +383,35 @@ def test_an_ensemble_trains_each_member_on_its_own_loss_and_carries_each_state()
     torch.testing.assert_close(logits, whole, rtol=1e-5, atol=1e-5)
 
 
+def test_codistillation_mixes_each_members_loss_with_its_peers_predictions() -> None:
+    model = _ensemble(batch_size=2).train()
+    model.config = replace(model.config, distill=0.25)
+    window = gen.Windows(torch.randint(4, 11, (2 * 30 + 1,)), batch_size=2, seq_length=5)[0]
+
+    def grads() -> list[torch.Tensor]:
+        out = [p.grad.clone() for p in model.parameters()]  # type: ignore[union-attr]
+        model.zero_grad()
+        for m in model.members:  # the next forward starts from the zero state again
+            m.carry_next.fill_(-1)
+        return out
+
+    loss = model(window).loss
+    loss.backward()  # type: ignore[union-attr]
+    ours = grads()
+    plain = [m(window) for m in model.members]
+    logp = [torch.log_softmax(o.logits, -1).flatten(0, 1) for o in plain]  # (N, V) each
+    # Each member's cross-entropy on the other's distribution, which is a target (no gradient flows into it).
+    soft = [-(logp[1 - k].detach().exp() * logp[k]).sum(-1).mean() for k in range(2)]
+    expected = sum(0.75 * o.loss + 0.25 * x for o, x in zip(plain, soft)) / 2  # type: ignore[operator]
+    assert float(loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-5)  # type: ignore[union-attr]
+    expected.backward()  # type: ignore[union-attr]
+    for a, b in zip(ours, grads()):
+        torch.testing.assert_close(a, b)
+    model.config = replace(model.config, distill=0.0)  # none: the plain mean of the members' losses
+    assert float(model(window).loss.detach()) == pytest.approx(  # type: ignore[union-attr]
+        float(sum(o.loss.detach() for o in plain) / 2), rel=1e-5)  # type: ignore[union-attr]
+
+
 def test_an_ensemble_run_trains_generates_scores_and_is_named(tmp_path: Path,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"

@@ -111,6 +111,9 @@ class ModelConfig:
                                "initialisation and dropout), predicting the mean of their next-token distributions "
                                "(default: 2 where the time budget allows one network 16+ passes over the text, "
                                "else 1)", min=1)
+    # Codistillation (Anil et al. 2018): each network also learns the others' predictions, which are free here.
+    distill: float = opt(0.0, "with --ensemble: share of each network's loss taken on the mean of the other "
+                         "networks' next-token distributions instead of the text (0 = none)", min=0, max=1)
 
 
 @dataclass
@@ -450,6 +453,13 @@ class CharEnsemble(nn.Module):
         with torch.no_grad():
             logits = self.mixture([o.logits for o in outputs])  # (B, T, V)
         losses = [o.loss for o in outputs if o.loss is not None]
+        share = self.config.distill or 0.0
+        if share and self.training and losses and batch.targets is not None:
+            logp = [torch.log_softmax(o.logits.float(), -1)[batch.mask] for o in outputs]  # (N, V) each
+            probs = [p.detach().exp() for p in logp]
+            for k in range(len(losses)):
+                peers = torch.stack([p for j, p in enumerate(probs) if j != k]).mean(0)  # (N, V)
+                losses[k] = (1 - share) * losses[k] - share * (peers * logp[k]).sum(-1).mean()
         return Output(logits, torch.stack(losses).mean() if losses else None)
 
 
@@ -860,7 +870,10 @@ def prepare(run: Run) -> Prepared:
                                      "passes over the training text)")
     print(f"model: {config.layers}x{config.hidden_size} {config.cell}{f', ensemble of {k}' if k > 1 else ''}; "
           f"regularisation: dropout {config.dropout}, embedding dropout {config.embedding_dropout}, weight dropout "
-          f"{config.weight_dropout}{pace}", flush=True)
+          f"{config.weight_dropout}{pace}"
+          + (f"; codistillation {config.distill}" if k > 1 and config.distill else ""), flush=True)
+    if config.distill and k == 1:
+        print("note: --distill has no effect on one network; it needs --ensemble 2 or more", file=sys.stderr)
     model = build_model(config, tokenizer.vocab_size, data.batch_size * run.world, tokenizer.pad_id,
                         precision=train_cfg.precision, adaptive=adaptive(tokens))
     example = Windows(stream, 1, min(data.seq_length, 32))[0]
