@@ -453,8 +453,8 @@ class CharEnsemble(nn.Module):
         with torch.no_grad():
             logits = self.mixture([o.logits for o in outputs])  # (B, T, V)
         losses = [o.loss for o in outputs if o.loss is not None]
-        share = self.config.distill or 0.0
-        if share and self.training and losses and batch.targets is not None:
+        share = self.config.distill
+        if share and self.training and losses:  # losses: the batch has targets
             logp = [torch.log_softmax(o.logits.float(), -1)[batch.mask] for o in outputs]  # (N, V) each
             probs = [p.detach().exp() for p in logp]
             for k in range(len(losses)):
