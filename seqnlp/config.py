@@ -44,15 +44,19 @@ def flag_name(name: str) -> str:
 
 
 def add_flags(parser: argparse.ArgumentParser, cls: type, *, exclude: Sequence[str] = (),
-              group: str | None = None) -> None:
-    """Add one flag per field of dataclass `cls`. Defaults are SUPPRESSed so `resolve` sees only typed flags."""
+              group: str | None = None, defaults: Mapping[str, Any] | None = None) -> None:
+    """Add one flag per field of dataclass `cls`. Defaults are SUPPRESSed so `resolve` sees only typed flags;
+    the help shows `defaults` (the values a task starts from) where given, else the field's own."""
     target = parser.add_argument_group(group) if group else parser
     for f in dataclasses.fields(cls):
         if f.name in exclude or not f.metadata.get("flag", True):
             continue
         typ = _field_type(cls, f)
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        help_text = f"{f.metadata.get('help', '')} (default: {default})"
+        default = (defaults or {}).get(f.name, default)
+        help_text = f.metadata.get("help", "")
+        if "(default" not in help_text:  # a help that explains its own default keeps it
+            help_text += f" (default: {default})"
         kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
         if typ is bool:
             target.add_argument(flag_name(f.name), action=argparse.BooleanOptionalAction, **kwargs)

@@ -134,6 +134,15 @@ def _imports(package: Path) -> dict[str, set[str]]:
     return graph
 
 
+@pytest.mark.parametrize("task", sorted(KINDS))
+def test_help_shows_the_training_defaults_the_task_starts_from(task: str) -> None:
+    actions = {a.dest: a for a in runner.parser(spec(task), "train")._actions}
+    for name, value in spec(task).train_defaults.items():
+        assert f"(default: {value})" in actions[name].help, name
+    for action in actions.values():  # a help that explains its own default is not followed by a second one
+        assert (action.help or "").count("(default") <= 1, action.dest
+
+
 def test_no_import_circles_in_seqnlp() -> None:
     graph = _imports(Path(seqnlp.__file__).parent)
     seen: set[str] = set()

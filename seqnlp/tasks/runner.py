@@ -664,7 +664,7 @@ def parser(task_spec: TaskSpec, command: str) -> argparse.ArgumentParser:
         _data_flags(p, task_spec.name)
         for name, cls in task_spec.sections.items():
             add_flags(p, cls, group=name)
-        add_flags(p, TrainConfig, group="training")
+        add_flags(p, TrainConfig, group="training", defaults=task_spec.train_defaults)
         p.add_argument("--output", help=f"run folder (default: runs/{task_spec.name}-<UTC time>)")
         p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run in RUN_DIR, exactly")
         p.add_argument("--results", metavar="FILE", help="write the scored split's metrics as a results JSON")
