@@ -412,6 +412,7 @@ def train(task_spec: TaskSpec, args: argparse.Namespace) -> int:
     run_dir = Path(args.resume or args.output or f"runs/{task_spec.name}-{stamp}")
     check_run_dir(run_dir, resume=bool(args.resume), overwrite=train_cfg.overwrite)  # before any data is read
     check_results_path(args.results)
+    git_commit()  # pinned (cached) now, --results or not: the run's records name the code that started it
     wall0 = time.perf_counter()
     init_from = getattr(args, "init_from", None)
     if init_from and args.resume:
