@@ -201,8 +201,8 @@ def regularisation(config: ModelConfig, train_chars: int, train: Any, data: Data
     return replace(config, **unset), passes
 
 
-# On the Xeon the second and third passes of a fresh model can still run at half speed (oneDNN sets up the
-# backward's kernels): a probe that timed them chose one network where the quiet machine trains two.
+# On the Xeon the second and third passes of a fresh model can still run at half speed (still warming up): a
+# probe that timed them chose one network where the quiet machine trains two.
 PROBE_WARMUP, PROBE_TIMED = 3, 4
 
 
