@@ -44,10 +44,12 @@ def flag_name(name: str) -> str:
 
 
 def add_flags(parser: argparse.ArgumentParser, cls: type, *, exclude: Sequence[str] = (),
-              group: str | None = None, defaults: Mapping[str, Any] | None = None) -> None:
-    """Add one flag per field of dataclass `cls`. Defaults are SUPPRESSed so `resolve` sees only typed flags;
-    the help shows `defaults` (the values a task starts from) where given, else the field's own."""
-    target = parser.add_argument_group(group) if group else parser
+              group: str | None = None, defaults: Mapping[str, Any] | None = None,
+              description: str | None = None) -> None:
+    """Add one flag per field of dataclass `cls` (in argument `group` with its `description`, where given).
+    Defaults are SUPPRESSed so `resolve` sees only typed flags; the help shows `defaults` (the values a task
+    starts from) where given, else the field's own."""
+    target = parser.add_argument_group(group, description) if group else parser
     for f in dataclasses.fields(cls):
         if f.name in exclude or not f.metadata.get("flag", True):
             continue

@@ -665,12 +665,11 @@ def parser(task_spec: TaskSpec, command: str) -> argparse.ArgumentParser:
         _data_flags(p, task_spec.name)
         for name, cls in task_spec.sections.items():
             add_flags(p, cls, group=name)
-        add_flags(p, TrainConfig, group="training", defaults=task_spec.train_defaults)
-        if task_spec.presets or task_spec.recipes:
-            group = next(g for g in p._action_groups if g.title == "training")
-            group.description = ("the defaults shown are the task's own; a benchmark's preset"
-                                 + (" or a --recipe" if task_spec.recipes else "")
-                                 + " may set others (config.json records what a run used)")
+        caveat = ("the defaults shown are the task's own; a benchmark's preset"
+                  + (" or a --recipe" if task_spec.recipes else "")
+                  + " may set others (config.json records what a run used)")
+        add_flags(p, TrainConfig, group="training", defaults=task_spec.train_defaults,
+                  description=caveat if task_spec.presets or task_spec.recipes else None)
         p.add_argument("--output", help=f"run folder (default: runs/{task_spec.name}-<UTC time>)")
         p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run in RUN_DIR, exactly")
         p.add_argument("--results", metavar="FILE", help="write the scored split's metrics as a results JSON")
