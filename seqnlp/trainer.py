@@ -66,8 +66,8 @@ class TrainConfig:
 
     epochs: int = opt(10, "passes over the training data", min=1)
     max_steps: int = opt(0, "stop after this many optimizer steps (0 = no limit)", min=0)
-    time_budget: float = opt(0.0, "minutes of training, then stop cleanly, evaluate and save (0 = none)",
-                             min=0)
+    time_budget: float = opt(0.0, "minutes of training, the final evaluation and save included; then stop "
+                             "cleanly (0 = none)", min=0)
     lr: float = opt(2e-3, "peak learning rate", gt=0)
     weight_decay: float = opt(0.01, "decoupled weight decay on weight matrices (not biases)", min=0)
     optimizer: str = opt("adamw", "optimizer", choices=("adamw", "adam", "sgd"))
@@ -516,6 +516,8 @@ class Trainer:
         is: a run on course to finish inside the budget keeps the step schedule, and so stays reproducible; one
         that is not, or that slows down later (gradual unfreezing makes the first steps the fastest), follows
         the clock from then on (progress = the larger of the step fraction and the budget fraction spent).
+        The budget here is what is left for steps: the time the final evaluation and save will take (as long as
+        the last ones took) is kept back, so that the whole run fits the budget.
         """
         c = self.config
         warmup = c.warmup if c.warmup >= 1 else c.warmup * total
@@ -526,7 +528,7 @@ class Trainer:
         progress = min(1.0, (step - warmup) / max(1.0, total - warmup))
         state = getattr(self, "_s", None)
         if c.time_budget > 0 and state is not None:
-            budget = c.time_budget * 60.0
+            budget = self._step_budget()
             if not state.get("budget_bound") and step >= max(warmup, 0.05 * total) and step > 0:
                 state["budget_bound"] = float(state["elapsed"]) * total / step > budget  # projected run time
             if state.get("budget_bound"):
@@ -534,6 +536,12 @@ class Trainer:
         if c.schedule == "linear":
             return c.lr * (1.0 - progress)
         return c.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    def _step_budget(self) -> float:
+        """Seconds of the time budget for training steps: all of it less the reserve for the final evaluation and
+        save (never less than half: a budget too short for even one evaluation still trains)."""
+        budget = self.config.time_budget * 60.0
+        return max(budget - float(self._s.get("reserve", 0.0)), 0.5 * budget)
 
     def _improved(self, value: float, best: float | None) -> bool:
         if best is None:
@@ -614,6 +622,7 @@ class Trainer:
                 "loss_sum": 0.0, "loss_count": 0, "eval_loss_sum": 0.0, "eval_loss_count": 0, "log_bytes": 0,
                 "last_eval_step": -1, "final_metrics": {}, "stopped": None, "world": dist.world,
                 "budget_bound": None,  # decided by _lr: will --time-budget cut this run?
+                "reserve": 0.0,  # seconds the last evaluation and save took: kept back from --time-budget's steps
             }
             batches: Sequence[Any] | None = first
             if dist.main:
@@ -638,6 +647,7 @@ class Trainer:
             torch.distributed.barrier()
 
         self._s, self._raw, self._optimizer, self._dist = s, raw, optimizer, dist
+        self._reserve_seconds, self._checkpoint_seconds = float(s.get("reserve", 0.0)), 0.0  # this process's clock
         self._progress, self._log_path, self._bf16 = progress, log_path, bf16
         interrupts = _Interrupts()
         session_start = time.perf_counter()
@@ -708,7 +718,6 @@ class Trainer:
                               "parameters); train in one process")
         later = {id(p) for g in staged for p in g["params"]}
         params = [p for p in self._raw.parameters() if p.requires_grad or id(p) in later]
-        budget = c.time_budget * 60.0
         self._epoch_len = len(batches) if batches is not None else None
         if s.get("stopped") in FINISHED:  # resuming a run that already ended
             return s["stopped"]
@@ -750,9 +759,10 @@ class Trainer:
                 flags = dist.sum_(torch.cat([
                     torch.stack([loss32, (~torch.isfinite(loss32)).float(), (~torch.isfinite(norm32)).float()]
                                 ).double(),
-                    torch.tensor([float(interrupts.requested), float(budget > 0 and spent >= budget), spent],
-                                 dtype=torch.float64, device=loss.device),
-                ])).tolist()  # [loss sum, loss bad, grad bad, interrupt, out of time, seconds spent]
+                    torch.tensor([float(interrupts.requested),
+                                  float(c.time_budget > 0 and spent >= self._step_budget()), spent,
+                                  self._reserve_seconds], dtype=torch.float64, device=loss.device),
+                ])).tolist()  # [loss sum, loss bad, grad bad, interrupt, out of time, seconds spent, reserve]
                 if flags[1] or flags[2]:
                     self._non_finite(float(loss32), float(norm32))
                 optimizer.step()
@@ -767,6 +777,7 @@ class Trainer:
                 s["step_seconds"] += time.perf_counter() - t0
                 s["elapsed"] = (elapsed_before + time.perf_counter() - session_start if dist.world == 1
                                 else flags[5] / dist.world)
+                s["reserve"] = flags[6] / dist.world
                 epoch_float = s["epoch"] + s["position"] / n
                 tps = s["tokens"] * dist.world / s["step_seconds"] if s["step_seconds"] > 0 else 0.0
                 if s["step"] % c.log_every == 0:
@@ -829,6 +840,7 @@ class Trainer:
     def _evaluate_and_checkpoint(self, epoch_float: float) -> bool:
         """Evaluate (rank 0), update best/patience/plateau, save best and last; True to stop early."""
         s, dist = self._s, self._dist
+        start = time.perf_counter()
         metrics: dict[str, float] = {}
         if dist.main:
             metrics = self._evaluate(self._raw)
@@ -871,6 +883,8 @@ class Trainer:
                                + (" (best)" if improved else "")
                                + (f" train_loss={train_loss:.4f}" if train_loss is not None else ""))
         self._checkpoint()
+        # The end of a run evaluates and saves like this, then saves once more: what --time-budget keeps back.
+        self._reserve_seconds = time.perf_counter() - start + self._checkpoint_seconds
         return bool(self.config.patience and s["bad_evals"] >= self.config.patience)
 
     def _evaluate(self, model: nn.Module) -> dict[str, float]:
@@ -893,6 +907,7 @@ class Trainer:
     def _checkpoint(self) -> None:
         """Commit the current state (rank 0 writes; RNG states gathered from every rank)."""
         s, dist = self._s, self._dist
+        start = time.perf_counter()
         rngs = [ckpt.rng_state()]
         if dist.enabled:  # dropout streams differ per rank: keep each rank's torch generator state
             mine = torch.get_rng_state().to(torch.int64)  # (5056,) generator bytes; gloo gathers int64
@@ -903,6 +918,7 @@ class Trainer:
             return
         state = dict(s, config=to_dict(self.config), rng=rngs)
         ckpt.write_checkpoint(self.run_dir, self._raw, self._optimizer, state, self._artifact_meta)
+        self._checkpoint_seconds = time.perf_counter() - start
 
     def _plot(self, history: list[dict[str, Any]]) -> None:
         """training_curves.png: train loss and the metric against steps (skipped without matplotlib)."""

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -358,6 +359,31 @@ def test_schedule_ends_at_the_time_budget() -> None:
     t = trainer(schedule="constant", time_budget=10.0)
     t._s = {"elapsed": 590.0}
     assert t._lr(5, 10, 1.0) == 1.0  # constant stays constant
+
+
+def test_the_time_budget_keeps_back_the_time_of_the_final_evaluation_and_save(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    # A fake clock: a training step takes 1 s, an evaluation 20 s, a save no time. With 2 minutes and an evaluation
+    # every 10 steps the run ends at step 40 (40 s of steps + 4 evaluations). Spending the whole budget on steps
+    # would run step 41 and then take 20 s more for its final evaluation (141 s).
+    import seqnlp.trainer as trainer_module
+
+    clock = [0.0]
+    monkeypatch.setattr(trainer_module, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    trainer, model = trainer_prog.build(tmp_path / "run", {"epochs": 10, "eval_every": 10, "time_budget": 2.0,
+                                                           "schedule": "linear", "log_every": 1})
+    model.on_forward = lambda calls: clock.__setitem__(0, clock[0] + 1.0)
+
+    def slow_evaluate(m: torch.nn.Module) -> dict[str, float]:
+        clock[0] += 20.0
+        return trainer_prog.evaluate(m)
+
+    trainer.evaluate_fn = slow_evaluate
+    r = trainer.fit()
+    assert (r.stopped, r.steps) == ("time_budget", 40)
+    assert r.train_seconds <= 120.0
+    lrs = [row["lr"] for row in _log(tmp_path / "run") if row["type"] == "train"]
+    assert lrs[-1] < 0.05 * lrs[0]  # annealed to the end of the steps, not of the budget
 
 
 def test_plain_progress_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
