@@ -283,6 +283,7 @@ def test_regularisation_scales_with_the_passes_the_budget_allows() -> None:
     # Where one network would see the text 16+ times, two share the budget, each sized to its own passes.
     pair, passes = gen.regularisation(gen.ModelConfig(), 1_000_000, budget, data, speed)
     assert pair.ensemble == 2 and passes == pytest.approx(8.25)
+    assert (pair.distill, small.distill) == (gen.DISTILL, 0.0)  # codistillation by default only for an ensemble
     # ... at a share of a lone network's regularisation: the mixture already averages part of the variance away
     assert pair.dropout == pytest.approx(slower.dropout * gen.MEMBER_SHARE, abs=1e-3) and 0.0 < pair.dropout
     assert pair.weight_dropout == pytest.approx(slower.weight_dropout * gen.MEMBER_SHARE, abs=1e-3)
@@ -297,10 +298,13 @@ def test_regularisation_scales_with_the_passes_the_budget_allows() -> None:
     assert passes == 2.0 and few_epochs.dropout < middle.dropout
     given, _ = gen.regularisation(gen.ModelConfig(dropout=0.05, ensemble=1), 1_000_000, budget, data, speed)
     assert given.dropout == 0.05 and given.weight_dropout == gen.REGULARISATION["weight_dropout"]  # a flag wins
+    fixed = gen.ModelConfig(dropout=0.1, embedding_dropout=0.0, weight_dropout=0.0, ensemble=2)
+    assert gen.regularisation(fixed, 1_000_000, budget, data, speed)[0].distill == gen.DISTILL
+    assert gen.regularisation(replace(fixed, distill=0.0), 1_000_000, budget, data, speed)[0].distill == 0.0
     with pytest.raises(SeqnlpError, match="speed"):
         gen.regularisation(gen.ModelConfig(), 1_000_000, budget, data)
     every = gen.ModelConfig(dropout=0.1, embedding_dropout=0.0, weight_dropout=0.2)
-    assert gen.regularisation(every, 1_000_000, budget, data)[0] == replace(every, ensemble=1)  # no speed needed
+    assert gen.regularisation(every, 1_000_000, budget, data)[0] == replace(every, ensemble=1, distill=0.0)  # no speed
 
 
 @pytest.mark.parametrize("dropouts", [[], ["--embedding-dropout", "0.05", "--weight-dropout", "0.1"]])
