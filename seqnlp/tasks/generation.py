@@ -117,8 +117,8 @@ class ModelConfig:
                                "else 1)", min=1)
     # Codistillation (Anil et al. 2018): each network also learns the others' predictions, which are free here.
     distill: float | None = opt(None, "with --ensemble: share of each network's loss taken on the mean of the "
-                                "other networks' next-token distributions instead of the text (0 = none; default: "
-                                f"{DISTILL} for an ensemble)", min=0, max=1)
+                                "other networks' next-token distributions instead of the text, 0 = none "
+                                f"(default: {DISTILL} for an ensemble)", min=0, max=1)
 
 
 @dataclass
