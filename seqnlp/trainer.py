@@ -752,15 +752,16 @@ class Trainer:
                 # max_norm=inf still returns the norm (for the guard) and scales by exactly 1.
                 norm = torch.nn.utils.clip_grad_norm_(
                     params, c.clip_norm if c.clip_norm > 0 else float("inf"))  # scalar
-                spent = elapsed_before + time.perf_counter() - session_start
+                now = time.perf_counter()
+                spent = elapsed_before + now - session_start
+                out_of_time = c.time_budget > 0 and spent + (now - t0) >= self._step_budget()  # another step overruns
                 loss32, norm32 = loss.detach().float(), norm.detach().float().to(loss.device)
                 # One reduction per step gives every rank the global mean loss, the same stop decisions and
                 # the same clock (the budget-bound schedule reads it: ranks must agree on the learning rate).
                 flags = dist.sum_(torch.cat([
                     torch.stack([loss32, (~torch.isfinite(loss32)).float(), (~torch.isfinite(norm32)).float()]
                                 ).double(),
-                    torch.tensor([float(interrupts.requested),
-                                  float(c.time_budget > 0 and spent >= self._step_budget()), spent,
+                    torch.tensor([float(interrupts.requested), float(out_of_time), spent,
                                   self._reserve_seconds], dtype=torch.float64, device=loss.device),
                 ])).tolist()  # [loss sum, loss bad, grad bad, interrupt, out of time, seconds spent, reserve]
                 if flags[1] or flags[2]:

@@ -364,8 +364,8 @@ def test_schedule_ends_at_the_time_budget() -> None:
 def test_the_time_budget_keeps_back_the_time_of_the_final_evaluation_and_save(tmp_path: Path,
                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     # A fake clock: a training step takes 1 s, an evaluation 20 s, a save no time. With 2 minutes and an evaluation
-    # every 10 steps the run ends at step 40 (40 s of steps + 4 evaluations). Spending the whole budget on steps
-    # would run step 41 and then take 20 s more for its final evaluation (141 s).
+    # every 10 steps the run ends at step 39, whose successor would end at the 100 s left for steps, and its final
+    # evaluation ends at 119 s. Spending the whole budget on steps would run step 41 and then evaluate (141 s).
     import seqnlp.trainer as trainer_module
 
     clock = [0.0]
@@ -380,7 +380,7 @@ def test_the_time_budget_keeps_back_the_time_of_the_final_evaluation_and_save(tm
 
     trainer.evaluate_fn = slow_evaluate
     r = trainer.fit()
-    assert (r.stopped, r.steps) == ("time_budget", 40)
+    assert (r.stopped, r.steps) == ("time_budget", 39)
     assert r.train_seconds <= 120.0
     lrs = [row["lr"] for row in _log(tmp_path / "run") if row["type"] == "train"]
     assert lrs[-1] < 0.05 * lrs[0]  # annealed to the end of the steps, not of the budget
