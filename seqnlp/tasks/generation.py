@@ -54,7 +54,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -184,8 +183,8 @@ def members(config: ModelConfig) -> int:
 def regularisation(config: ModelConfig, train_chars: int, train: Any, data: DataConfig,
                    speed: float | None = None) -> tuple[ModelConfig, float]:
     """`config` with its unset ensemble size and dropouts sized to the passes over `train_chars` that the budget
-    allows each network (and an unset --distill resolved: DISTILL for an ensemble, else none), at `speed` training tokens/s of one network (`training_speed`; needed when a time budget
-    is set); returns it with those passes."""
+    allows each network, at `speed` training tokens/s of one network (`training_speed`; needed when a time budget
+    is set), and an unset --distill resolved (DISTILL for an ensemble, else none); returns it with those passes."""
     passes = float(train.epochs)
     if all(getattr(config, name) is not None for name in REGULARISATION):  # every dropout given: nothing to scale
         return _distilled(replace(config, ensemble=members(config))), passes
@@ -209,15 +208,16 @@ def _distilled(config: ModelConfig) -> ModelConfig:
     return config if config.distill is not None else replace(config, distill=DISTILL if members(config) > 1 else 0.0)
 
 
-# On the Xeon the second and third passes of a fresh model can still run at half speed (still warming up): a
-# probe that timed them chose one network where the quiet machine trains two.
-PROBE_WARMUP, PROBE_TIMED = 3, 4
+# On the Xeon the second and third passes of a fresh model can still run at half speed (still warming up), and a
+# median of 4 later passes once read 8.9k characters/s where training then ran at 14k: both chose one network where
+# the machine trains two. Warm-up and other processes only ever slow a pass down, so the fastest pass is the speed.
+PROBE_WARMUP, PROBE_TIMED = 3, 6
 
 
 def training_speed(config: ModelConfig, vocab_size: int, stream: Tensor, data: DataConfig, precision: str,
                    device: torch.device, adaptive: bool) -> float:
     """Training tokens/s of one network of this model on this machine, summed over the processes of a torchrun:
-    forward and backward over the first training window at full regularisation, the median of PROBE_TIMED passes
+    forward and backward over the first training window at full regularisation, the fastest of PROBE_TIMED passes
     after PROBE_WARMUP (a few seconds). The machine decides how many passes a time budget buys: the default 2x768
     LSTM trains 14k characters/s on the Xeon with AMX and 4.7k on an AMD EPYC without (7 passes of Tiny
     Shakespeare in 25 minutes, where 2x512 gets 15 but scored worse: 1.3593 against 1.3502). RNG state and the
@@ -236,7 +236,7 @@ def training_speed(config: ModelConfig, vocab_size: int, stream: Tensor, data: D
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             seconds.append(time.perf_counter() - start)
-    return distributed.sum_over_processes(batch.ids.numel() / statistics.median(seconds[PROBE_WARMUP:]))
+    return distributed.sum_over_processes(batch.ids.numel() / min(seconds[PROBE_WARMUP:]))
 
 
 def adaptive_cutoffs(vocab_size: int) -> list[int]:
@@ -971,13 +971,14 @@ def _from_onnx(folder: Path, settings: dict[str, Any], parts: dict[str, Any]) ->
 
 
 def describe(settings: dict[str, Any]) -> str:
-    """The model's name in results, e.g. '2xlstm 128/512 char'."""
+    """The model's name in results: '2xlstm 128/512 char', '2xlstm 128/768 char, ensemble of 2, codistilled 0.5'."""
     config: ModelConfig = settings["model"]
     tokens: TokenConfig = settings["tokens"]
     level = "char" if tokens.level == "char" else f"{tokens.level} {tokens.vocab_size or DEFAULT_VOCAB[tokens.level]}" + (
         " adaptive" if adaptive(tokens) else "")
+    ensemble = f", ensemble of {members(config)}" + (f", codistilled {config.distill}" if config.distill else "")
     return f"{config.layers}x{config.cell} {config.embedding_size}/{config.hidden_size} {level}" + (
-        " tied" if config.tie_weights else "") + (f", ensemble of {members(config)}" if members(config) > 1 else "")
+        " tied" if config.tie_weights else "") + (ensemble if members(config) > 1 else "")
 
 
 def _generate_arguments(p: argparse.ArgumentParser) -> None:
