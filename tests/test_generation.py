@@ -423,7 +423,8 @@ def test_an_ensemble_run_trains_generates_scores_and_is_named(tmp_path: Path,
                      "--output", str(out), "--results", str(tmp_path / "r.json")]) == 0
     assert "ensemble of 2" in capsys.readouterr().out
     result = json.loads((tmp_path / "r.json").read_text())
-    assert result["model"].endswith(", ensemble of 2") and result["config"]["model"]["ensemble"] == 2
+    assert result["model"].endswith(", ensemble of 2, codistilled 0.5")  # an ensemble codistills by default
+    assert result["config"]["model"]["ensemble"] == 2 and result["config"]["model"]["distill"] == gen.DISTILL
     lm = gen.load(out)
     assert isinstance(lm.model, gen.CharEnsemble) and len(lm.model.members) == 2
     text = lm.generate("Love", 40, seed=3)
