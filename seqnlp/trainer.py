@@ -754,7 +754,10 @@ class Trainer:
                     params, c.clip_norm if c.clip_norm > 0 else float("inf"))  # scalar
                 now = time.perf_counter()
                 spent = elapsed_before + now - session_start
-                out_of_time = c.time_budget > 0 and spent + (now - t0) >= self._step_budget()  # another step overruns
+                # Stop unless one more step, and the evaluation this step makes, leave time for the final one.
+                evaluates = (s["step"] + 1) % c.eval_every == 0 if c.eval_every else s["position"] + 1 == len(batches)
+                ahead = (now - t0) + (float(s.get("reserve", 0.0)) if evaluates else 0.0)
+                out_of_time = c.time_budget > 0 and spent + ahead >= self._step_budget()
                 loss32, norm32 = loss.detach().float(), norm.detach().float().to(loss.device)
                 # One reduction per step gives every rank the global mean loss, the same stop decisions and
                 # the same clock (the budget-bound schedule reads it: ranks must agree on the learning rate).

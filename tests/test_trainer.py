@@ -361,16 +361,19 @@ def test_schedule_ends_at_the_time_budget() -> None:
     assert t._lr(5, 10, 1.0) == 1.0  # constant stays constant
 
 
-def test_the_time_budget_keeps_back_the_time_of_the_final_evaluation_and_save(tmp_path: Path,
-                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    # A fake clock: a training step takes 1 s, an evaluation 20 s, a save no time. With 2 minutes and an evaluation
-    # every 10 steps the run ends at step 39, whose successor would end at the 100 s left for steps, and its final
-    # evaluation ends at 119 s. Spending the whole budget on steps would run step 41 and then evaluate (141 s).
+@pytest.mark.parametrize("minutes, steps, seconds", [(2.0, 39, 119.0), (2.25, 40, 120.0)])
+def test_the_time_budget_keeps_back_the_time_of_the_final_evaluation_and_save(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, minutes: float, steps: int, seconds: float) -> None:
+    # A fake clock: a training step takes 1 s, an evaluation 20 s, a save no time; an evaluation every 10 steps.
+    # 2 minutes: the run ends at step 39, whose successor would end at the 100 s left for steps; its final
+    # evaluation ends at 119 s. 2.25 minutes: step 40's own evaluation (ending at 120 s) is the last that leaves time
+    # for the final one, so it is the final one. Spending the whole budget on steps would run step 41 and then
+    # evaluate again (141 s).
     import seqnlp.trainer as trainer_module
 
     clock = [0.0]
     monkeypatch.setattr(trainer_module, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
-    trainer, model = trainer_prog.build(tmp_path / "run", {"epochs": 10, "eval_every": 10, "time_budget": 2.0,
+    trainer, model = trainer_prog.build(tmp_path / "run", {"epochs": 10, "eval_every": 10, "time_budget": minutes,
                                                            "schedule": "linear", "log_every": 1})
     model.on_forward = lambda calls: clock.__setitem__(0, clock[0] + 1.0)
 
@@ -380,10 +383,9 @@ def test_the_time_budget_keeps_back_the_time_of_the_final_evaluation_and_save(tm
 
     trainer.evaluate_fn = slow_evaluate
     r = trainer.fit()
-    assert (r.stopped, r.steps) == ("time_budget", 39)
-    assert r.train_seconds <= 120.0
+    assert (r.stopped, r.steps, r.train_seconds) == ("time_budget", steps, seconds)
     lrs = [row["lr"] for row in _log(tmp_path / "run") if row["type"] == "train"]
-    assert lrs[-1] < 0.05 * lrs[0]  # annealed to the end of the steps, not of the budget
+    assert lrs[-1] < 0.15 * lrs[0]  # annealed to the end of the steps (within an evaluation's time), not of the budget
 
 
 def test_plain_progress_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
