@@ -361,12 +361,12 @@ def test_schedule_ends_at_the_time_budget() -> None:
     assert t._lr(5, 10, 1.0) == 1.0  # constant stays constant
 
 
-@pytest.mark.parametrize("minutes, steps, seconds", [(2.0, 39, 119.0), (2.25, 40, 120.0)])
+@pytest.mark.parametrize("minutes, steps, seconds", [(2.0, 37, 117.0), (2.25, 40, 120.0)])
 def test_the_time_budget_keeps_back_the_time_of_the_final_evaluation_and_save(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, minutes: float, steps: int, seconds: float) -> None:
-    # A fake clock: a training step takes 1 s, an evaluation 20 s, a save no time; an evaluation every 10 steps.
-    # 2 minutes: the run ends at step 39, whose successor would end at the 100 s left for steps; its final
-    # evaluation ends at 119 s. 2.25 minutes: step 40's own evaluation (ending at 120 s) is the last that leaves time
+    # A fake clock: a training step takes 1 s, an evaluation 20 s (22 kept back), a save no time; an evaluation every
+    # 10 steps. 2 minutes: the run ends at step 37, whose successor would end at the 98 s left for steps; its final
+    # evaluation ends at 117 s. 2.25 minutes: step 40's own evaluation (ending at 120 s) is the last that leaves time
     # for the final one, so it is the final one. Spending the whole budget on steps would run step 41 and then
     # evaluate again (141 s).
     import seqnlp.trainer as trainer_module
