@@ -516,8 +516,8 @@ class Trainer:
         is: a run on course to finish inside the budget keeps the step schedule, and so stays reproducible; one
         that is not, or that slows down later (gradual unfreezing makes the first steps the fastest), follows
         the clock from then on (progress = the larger of the step fraction and the budget fraction spent).
-        The budget here is what is left for steps: the time the final evaluation and save will take (as long as
-        the last ones took) is kept back, so that the whole run fits the budget.
+        The budget here is what is left for steps: the time the final evaluation and save will take (a tenth more
+        than the last ones took) is kept back, so that the whole run fits the budget.
         """
         c = self.config
         warmup = c.warmup if c.warmup >= 1 else c.warmup * total
@@ -622,7 +622,7 @@ class Trainer:
                 "loss_sum": 0.0, "loss_count": 0, "eval_loss_sum": 0.0, "eval_loss_count": 0, "log_bytes": 0,
                 "last_eval_step": -1, "final_metrics": {}, "stopped": None, "world": dist.world,
                 "budget_bound": None,  # decided by _lr: will --time-budget cut this run?
-                "reserve": 0.0,  # seconds the last evaluation and save took: kept back from --time-budget's steps
+                "reserve": 0.0,  # seconds kept back from --time-budget's steps for the final evaluation and save
             }
             batches: Sequence[Any] | None = first
             if dist.main:
@@ -755,7 +755,7 @@ class Trainer:
                 now = time.perf_counter()
                 spent = elapsed_before + now - session_start
                 # Stop unless one more step, and the evaluation this step makes, leave time for the final one.
-                evaluates = (s["step"] + 1) % c.eval_every == 0 if c.eval_every else s["position"] + 1 == len(batches)
+                evaluates = (s["step"] + 1) % c.eval_every == 0 if c.eval_every else s["position"] + 1 == n
                 ahead = (now - t0) + (float(s.get("reserve", 0.0)) if evaluates else 0.0)
                 out_of_time = c.time_budget > 0 and spent + ahead >= self._step_budget()
                 loss32, norm32 = loss.detach().float(), norm.detach().float().to(loss.device)
@@ -797,8 +797,7 @@ class Trainer:
                 if end_of_epoch:  # commit "next epoch, not started" so a resume rebuilds its batches
                     s["epoch"] += 1
                     s["position"] = 0
-                evaluate = (s["step"] % c.eval_every == 0) if c.eval_every else end_of_epoch
-                if evaluate:
+                if evaluates:
                     stop_early = self._evaluate_and_checkpoint(epoch_float)
                     model.train()
                     if stop_early:
