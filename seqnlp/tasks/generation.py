@@ -118,6 +118,10 @@ class ModelConfig:
     distill: float | None = opt(None, "with --ensemble: share of each network's loss taken on the mean of the "
                                 "other networks' next-token distributions instead of the text, 0 = none "
                                 f"(default: {DISTILL} for an ensemble)", min=0, max=1)
+    # A backward language model (ELMo's second direction): paired with a forward one, it starts a classifier whose
+    # encoder reads both ways (python -m seqnlp.tasks.sentiment --init-from FORWARD_RUN BACKWARD_RUN).
+    reverse: bool = opt(False, "a backward language model: read every text from its end, predicting the token "
+                        "before; it generates the text that leads up to a prime")
 
 
 @dataclass
@@ -547,6 +551,12 @@ def epoch_windows(stream: Tensor, batch_size: int, seq_length: int, epoch: int, 
     return Windows(stream, batch_size, seq_length, epoch_offset(epoch, seed, seq_length, slack), parts)
 
 
+def encode_rows(tokenizer: Tokenizer, texts: Sequence[str], reverse: bool = False) -> list[list[int]]:
+    """The ids of each text, in reading order or (a backward model's) last token first."""
+    rows = tokenizer.encode_batch(list(texts))
+    return [r[::-1] for r in rows] if reverse else rows
+
+
 def to_stream(rows: Sequence[Sequence[int]], bos_id: int) -> Tensor:
     """(N,) one long id stream: <bos> before every row."""
     total = sum(len(r) + 1 for r in rows)
@@ -649,6 +659,7 @@ class CharLM:
         self.bf16 = use_bf16(precision, self.device)
         specials = [tokenizer.pad_id, tokenizer.unk_id, tokenizer.bos_id, tokenizer.eos_id]
         self.run_dir = run_dir
+        self.reverse = bool(getattr(model.config, "reverse", False))  # a backward model reads and writes end first
         self._decoder = _StepDecoder(self.model, specials, run_dir)
         self._chars = [tokenizer.decode([i], skip_special=False) if i not in specials else ""
                        for i in range(tokenizer.vocab_size)]
@@ -675,9 +686,10 @@ class CharLM:
                               "remove or replace them")
 
     def _prime_state(self, prime: str) -> tuple[State | None, Tensor]:
-        """State after reading <bos> + prime[:-1], and the last input character (N=1)."""
+        """State after reading <bos> + prime[:-1], and the last input character (N=1); a backward model reads
+        the prime from its end."""
         self.check_prime(prime)
-        ids = [self.tokenizer.bos_id] + self.tokenizer.encode(prime)
+        ids = [self.tokenizer.bos_id] + encode_rows(self.tokenizer, [prime], self.reverse)[0]
         inputs = torch.tensor([ids[:-1]], dtype=torch.long, device=self.device)  # (1, P)
         state = None
         if inputs.shape[1] > 0:
@@ -692,7 +704,8 @@ class CharLM:
         """The prime followed by `length` sampled characters (most likely ones with greedy_decoding).
 
         An empty prime starts a new text (from <bos>). The same seed gives the same text. `on_text` receives
-        each new character as it is produced (for streaming).
+        each new character as it is produced (for streaming). A backward model (--reverse) writes the text that
+        leads up to the prime, from its end: `on_text` gets the characters last first, the result reads forwards.
         """
         check_decoding(temperature, top_k, top_p, length=length)
         with autocast(self.device, self.bf16):
@@ -700,10 +713,10 @@ class CharLM:
             if greedy_decoding:
                 with native_kernels():
                     ids = greedy(self._decoder, state, start, length, eos_id=None)[0]
-                text = self._text(prime, ids)
-                if on_text is not None and text:
-                    on_text(text)
-                return prime + text
+                text = self._written(prime, ids)
+                if on_text is not None and text != prime:
+                    on_text(text[len(prime):] if not self.reverse else text[:len(text) - len(prime)])
+                return text
             generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
 
             def emit(tokens: Tensor) -> None:
@@ -715,7 +728,15 @@ class CharLM:
             with native_kernels():  # one switch for the whole loop; the per-step switch inside is then a no-op
                 ids_t = sample(self._decoder, state, start, length, temperature=temperature, top_k=top_k,
                                top_p=top_p, generator=generator, on_token=emit)  # (1, L)
-        return prime + self._text(prime, ids_t[0].tolist())
+        return self._written(prime, ids_t[0].tolist())
+
+    def _written(self, prime: str, ids: list[int]) -> str:
+        """The prime and the text of the ids generated from it, in reading order: a backward model's text comes
+        before the prime, its ids last first."""
+        if not self.reverse:
+            return prime + self._text(prime, ids)
+        text = self._text("", ids[::-1])
+        return text + (" " if self.tokenizer.level == "word" and prime and text else "") + prime
 
     def _text(self, prime: str, ids: list[int]) -> str:
         """The text of generated ids, to follow `prime`. Characters are joined; words and subwords are decoded
@@ -748,7 +769,8 @@ class CharLM:
         """(total NLL in nats, characters) of `texts`, each read from <bos> (the scoring protocol); a word or bpe
         model adds the number of tokens predicted: (nats, characters, tokens)."""
         chars = sum(len(t) for t in texts)  # of the text as given, which the scoring protocol divides by
-        rows = self.tokenizer.encode_batch([clean(t) for t in texts] if self.tokenizer.level != "char" else list(texts))
+        rows = encode_rows(self.tokenizer, [clean(t) for t in texts] if self.tokenizer.level != "char" else texts,
+                           self.reverse)
         with autocast(self.device, self.bf16):
             total, count = split_nll(self.model, rows, self.tokenizer.bos_id, self.device)
         total = check_finite(total, f"the model in {self.run_dir}")
@@ -830,10 +852,11 @@ class _OnnxCharRNN(nn.Module):
 
 # ====================================================================== the recipe
 
-def encode_stream(tokenizer: Tokenizer, texts: Sequence[str], chunk: int = 4096) -> Tensor:
-    """(N,) the <bos>-separated id stream of `texts`, encoded a chunk of texts at a time: a list of Python ints
-    per text would take ~36 bytes a token (a gigabyte for IMDB's 75k reviews)."""
-    parts = [to_stream(tokenizer.encode_batch(list(texts[i:i + chunk])), tokenizer.bos_id)
+def encode_stream(tokenizer: Tokenizer, texts: Sequence[str], chunk: int = 4096, reverse: bool = False) -> Tensor:
+    """(N,) the <bos>-separated id stream of `texts` (each text's ids backwards with `reverse`), encoded a chunk
+    of texts at a time: a list of Python ints per text would take ~36 bytes a token (a gigabyte for IMDB's 75k
+    reviews)."""
+    parts = [to_stream(encode_rows(tokenizer, texts[i:i + chunk], reverse), tokenizer.bos_id)
              for i in range(0, len(texts), chunk)]
     return torch.cat(parts) if parts else torch.empty(0, dtype=torch.long)  # (N,)
 
@@ -852,8 +875,9 @@ def prepare(run: Run) -> Prepared:
         if not rows:
             raise SeqnlpError(f"{run.where(role)} holds no text")
     tokenizer = run.tokenizer(TOKENIZER_FILE, lambda: train_tokenizer(texts["train"], tokens))
-    encoded = {role: tokenizer.encode_batch(texts[role]) for role in ("validation", "test")}
-    stream = encode_stream(tokenizer, texts["train"])  # (N,)
+    reverse = run.settings["model"].reverse
+    encoded = {role: encode_rows(tokenizer, texts[role], reverse) for role in ("validation", "test")}
+    stream = encode_stream(tokenizer, texts["train"], reverse=reverse)  # (N,)
     # Per character of the text as given (a <br /> read as a space still counts its six characters), as scoring counts.
     chars = {role: sum(len(r) for r in rows) for role, rows in raw.items()}
     unit = "character" if tokens.level == "char" else f"{tokens.level} token"
@@ -918,7 +942,7 @@ def tune(init: Any, texts: Sequence[str], steps: int, lr: float, device: torch.d
     `texts`: ULMFiT's second stage, the language model fine-tuned on the target task's text before it starts the
     classifier. Plain AdamW at a constant `lr`, gradients clipped at 1, state carried across windows."""
     settings, tokenizer = init.settings, init.tokenizer()
-    stream = encode_stream(tokenizer, list(texts))  # (N,)
+    stream = encode_stream(tokenizer, list(texts), reverse=settings["model"].reverse)  # (N,)
     data: DataConfig = settings["data"]
     rows = max(1, min(data.batch_size, (stream.numel() - 1) // (2 * data.seq_length)))  # short texts: fewer rows
     model = CharRNN(settings["model"], tokenizer.vocab_size, rows, tokenizer.pad_id,
@@ -978,7 +1002,8 @@ def describe(settings: dict[str, Any]) -> str:
         " adaptive" if adaptive(tokens) else "")
     ensemble = f", ensemble of {members(config)}" + (f", codistilled {config.distill}" if config.distill else "")
     return f"{config.layers}x{config.cell} {config.embedding_size}/{config.hidden_size} {level}" + (
-        " tied" if config.tie_weights else "") + (ensemble if members(config) > 1 else "")
+        " tied" if config.tie_weights else "") + (ensemble if members(config) > 1 else "") + (
+        ", backward" if config.reverse else "")
 
 
 def _generate_arguments(p: argparse.ArgumentParser) -> None:
