@@ -48,6 +48,35 @@ def lms(tmp_path_factory: pytest.TempPathFactory, fixtures: None) -> dict[str, P
     return runs
 
 
+@pytest.fixture(scope="module")
+def backward(lms: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A backward bpe language model trained with the forward one's flags (the same tokenizer)."""
+    run = tmp_path_factory.mktemp("backward") / "lm"
+    assert runner.main(spec("generation"), [*LM, *COMMON, "--level", "bpe", "--reverse", "--output", str(run)]) == 0
+    return run
+
+
+def test_a_backward_language_model_learns_the_text_from_its_end_and_writes_what_leads_up_to_a_prime(
+        lms: dict[str, Path], backward: Path) -> None:
+    from seqnlp.tasks.generation import split_nll
+
+    lm, forward = seqnlp.load(backward), seqnlp.load(lms["bpe"])
+    assert lm.model.config.reverse and lm.reverse and not forward.reverse
+    text = "to be or not to be. " * 4  # the training text
+    ids = lm.tokenizer.encode(text)
+    nats = lm.nll([text])[0]
+    read_back, read_on = (split_nll(m.model, [r], m.tokenizer.bos_id, m.device)[0]
+                          for m, r in ((lm, ids[::-1]), (lm, ids)))
+    assert nats == pytest.approx(read_back)
+    # trained on the text read backwards, it predicts it better that way; the forward model the other way round
+    assert read_back < 0.9 * read_on
+    assert forward.nll([text])[0] < split_nll(forward.model, [ids[::-1]], forward.tokenizer.bos_id, forward.device)[0]
+    written = lm.generate("or not", 6, seed=1)
+    assert written.endswith("or not") and len(written) > len("or not") and written == lm.generate("or not", 6, seed=1)
+    assert spec("generation").describe(runner.settings_of(
+        spec("generation"), runner.read_config(backward)[1], "config")).endswith(", backward")
+
+
 @pytest.mark.parametrize("level", ["word", "bpe"])
 def test_a_word_or_bpe_language_model_trains_saves_loads_and_scores(level: str, lms: dict[str, Path]) -> None:
     run = lms[level]
@@ -137,6 +166,54 @@ def test_init_from_copies_the_embedding_and_encoder_exactly_and_carries_the_toke
     assert config["model"]["hidden_size"] == 24 and config["model"]["tokenizer"] == level
     assert config["init_from"]["run"] == str(lms[level]) and config["init_from"]["task"] == "generation"
     assert seqnlp.load(out).predict(["to be"])[0]["label"] in ("0", "1")
+
+
+def test_a_forward_and_a_backward_language_model_start_a_bidirectional_encoder_that_reads_both_exactly(
+        lms: dict[str, Path], backward: Path, tmp_path: Path) -> None:
+    from seqnlp.tasks.generation import load as load_lm
+
+    seen: dict[str, torch.Tensor] = {}
+    out, results = tmp_path / "clf", tmp_path / "clf.json"
+    argv = [*CLASSIFIER, *COMMON, "--init-from", str(lms["bpe"]), str(backward), "--top-layers", "1",
+            "--top-hidden-size", "6", "--output", str(out), "--results", str(results)]
+    assert runner.main(_capturing(spec("sentiment"), seen), argv) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["bidirectional"] and config["model"]["embedding_size"] == 16  # both tables, 8 each
+    forward_lm, backward_lm = load_lm(lms["bpe"]), load_lm(backward)
+    model = seqnlp.load(out).model
+    text = forward_lm.tokenizer.encode("to be or not to be")
+    ids, lengths = torch.tensor([text]), torch.tensor([len(text)])
+    with torch.no_grad():
+        states, _ = model.encoder(model.embedding(ids), lengths)  # (1, T, 2H): the frozen reader, as trained
+        ahead, _ = forward_lm.model.features(ids, lengths)  # (1, T, H)
+        behind, _ = backward_lm.model.features(ids.flip(1), lengths)  # (1, T, H), last token first
+    assert torch.allclose(states[..., :24], ahead, atol=1e-5)
+    assert torch.allclose(states[..., 24:], behind.flip(1), atol=1e-5)
+    assert torch.equal(seen["embedding.weight"], torch.cat([forward_lm.model.embedding.weight,
+                                                            backward_lm.model.embedding.weight], 1))
+    # both language models are named, and both times counted
+    result = json.loads(results.read_text())
+    init = result["extra"]["init_from"]
+    assert init["run"] == str(lms["bpe"]) and init["with"][0]["run"] == str(backward)
+    assert init["with"][0]["model"].endswith(", backward") and "+ 1xlstm 8/24 bpe 300 adaptive, backward" in \
+        result["model"]
+    assert result["train_seconds"] == pytest.approx(result["extra"]["finetune_seconds"] + init["train_seconds"]
+                                                    + init["with"][0]["train_seconds"])
+
+
+def test_a_language_model_pair_is_refused_in_one_line_when_it_cannot_start_a_classifier(
+        lms: dict[str, Path], backward: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fwd, bwd = str(lms["bpe"]), str(backward)
+    cases = {"the first run is a backward language model": ["--init-from", bwd],
+             "the second run is not a backward language model": ["--init-from", fwd, fwd],
+             "differ in cell, state size or tokens": ["--init-from", str(lms["word"]), bwd],
+             "starts from at most 2": ["--init-from", fwd, bwd, bwd],
+             "--lm-steps tunes one language model": ["--init-from", fwd, bwd, "--lm-steps", "2"]}
+    for i, (message, flags) in enumerate(cases.items()):
+        assert runner.main(spec("sentiment"), [*CLASSIFIER, *COMMON, *flags, "--output", str(tmp_path / str(i))]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / str(i)).exists()
 
 
 def test_a_frozen_reader_keeps_the_language_model_exact_and_trains_only_the_new_layers(

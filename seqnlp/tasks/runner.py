@@ -129,6 +129,7 @@ class Run:
     # batch_size x world and deals them out with `seqnlp.data.deal(batches, run.world)`.
     world: int = 1
     init: InitRun | None = None  # with --init-from (not when resuming: the checkpoint holds the weights then)
+    inits: tuple[InitRun, ...] = ()  # every run --init-from names, `init` first (Transfer.runs > 1: a pair)
 
     def rows(self, role: str) -> tuple[dict[str, list[Any]], dict[str, Any]]:
         """({column role: values}, {column role: feature}) of one split role (train | validation | test)."""
@@ -180,9 +181,11 @@ class Transfer:
     """Which saved runs can start this task's model (--init-from RUN_DIR), and what the new run takes from them."""
 
     tasks: tuple[str, ...]  # kinds whose runs can start it, e.g. ("generation",): language models
-    # The source run's settings → {section: {field: value}} the new run must share (cell, sizes, tokenizer); these
-    # fill the fields no flag sets, and a flag that contradicts them is refused.
-    shared: Callable[[dict[str, Any]], dict[str, dict[str, Any]]]
+    # The source runs' settings (one per run --init-from names) → {section: {field: value}} the new run must share
+    # (cell, sizes, tokenizer); these fill the fields no flag sets, and a flag that contradicts them is refused.
+    shared: Callable[..., dict[str, dict[str, Any]]]
+    runs: int = 1  # how many runs --init-from may name, e.g. 2: a forward and a backward language model
+    runs_help: str = ""  # what the second and later runs are, for --help
 
 
 @dataclass(frozen=True)
@@ -419,15 +422,20 @@ def train(task_spec: TaskSpec, args: argparse.Namespace) -> int:
         raise SeqnlpError("--resume continues a run that has its starting weights already; leave out --init-from")
     if recipe_name and not init_from and not args.resume:
         init_from = _first_step(task_spec, recipe_name, bench, args, run_dir)
-    init = _init_run(task_spec, init_from) if init_from else None
-    shared = task_spec.transfer.shared(init.settings) if init is not None and task_spec.transfer else {}
+    paths = [] if not init_from else [init_from] if isinstance(init_from, (str, Path)) else list(init_from)
+    most = task_spec.transfer.runs if task_spec.transfer else 0
+    if len(paths) > most:
+        raise SeqnlpError(f"--init-from names {len(paths)} runs; a {task_spec.name} model starts from at most {most}")
+    inits = tuple(_init_run(task_spec, path) for path in paths)
+    init = inits[0] if inits else None
+    shared = task_spec.transfer.shared(*(i.settings for i in inits)) if inits and task_spec.transfer else {}
     settings: dict[str, Any] = {}
     for name, cls in task_spec.sections.items():
         settings[name] = resolve(cls, args, saved.get(name) or {**preset.get(name, {}), **shared.get(name, {})})
         for key, value in shared.get(name, {}).items():  # a flag may not contradict the run it starts from
             if getattr(settings[name], key) != value:
-                raise SeqnlpError(f"{flag_name(key)} {getattr(settings[name], key)} does not fit {init_from}, the "
-                                  f"{init.task} run this one starts from ({key} = {value!r} there); leave the flag "
+                raise SeqnlpError(f"{flag_name(key)} {getattr(settings[name], key)} does not fit "
+                                  f"{' and '.join(map(str, paths))}, the {init.task} run(s) this one starts from ({key} = {value!r} there); leave the flag "
                                   "out to take it from that run")
     settings["train"] = train_cfg
     world = distributed.world_size()
@@ -437,7 +445,7 @@ def train(task_spec: TaskSpec, args: argparse.Namespace) -> int:
             distributed.barrier()  # every process has checked the run folder before rank 0 creates it
             seed_everything(train_cfg.seed)
             run = Run(bench, settings, run_dir, bool(args.resume), device, use_bf16(train_cfg.precision, device),
-                      world=world, init=init)
+                      world=world, init=init, inits=inits)
             prepared = task_spec.prepare(run)
             distributed.check_same(b"".join(_as_bytes(a) for _, a in sorted(prepared.artifacts.items())),
                                    "tokenizers or vocabularies")
@@ -454,7 +462,7 @@ def train(task_spec: TaskSpec, args: argparse.Namespace) -> int:
             if recipe_name:
                 config["recipe"] = recipe_name
             if init is not None or saved.get("init_from"):  # what it started from: named in config.json and results
-                config["init_from"] = saved.get("init_from") or _init_record(init)  # type: ignore[arg-type]
+                config["init_from"] = saved.get("init_from") or _init_record(*inits)
             trainer = Trainer(prepared.model, fit_cfg, run_dir, train_batches=prepared.train_batches,
                               evaluate=prepared.validate, metric=task_spec.metric,
                               higher_is_better=task_spec.higher_is_better,
@@ -477,7 +485,8 @@ def train(task_spec: TaskSpec, args: argparse.Namespace) -> int:
                                                      "git_commit": git_commit()})
     card.write_card(run_dir, task_spec, settings, count_parameters(prepared.model)[0], hardware())
     # A run started from another counts that run's training too (--init-from: the language model's).
-    before = float((config.get("init_from") or {}).get("train_seconds") or 0.0)
+    started = config.get("init_from") or {}
+    before = sum(float(r.get("train_seconds") or 0.0) for r in [started, *started.get("with", [])])
     print(f"training: {result.steps} steps, {result.epochs:g} epochs in {train_seconds / 60:.1f} min "
           f"({result.stopped}), {result.tokens_per_second:,.0f} tokens/s; best validation {task_spec.metric} "
           f"{result.best_metric:.4g} at step {result.best_step}; wall time {(time.perf_counter() - wall0) / 60:.1f} min"
@@ -520,8 +529,9 @@ def _init_run(task_spec: TaskSpec, path: str | Path) -> InitRun:
     return InitRun(run_dir, config["task"], config, settings_of(source, config, str(run_dir / CONFIG_FILE)))
 
 
-def _init_record(init: InitRun) -> dict[str, Any]:
-    """What a run started from, for its config.json and results: the run, its model, scores, commit and time."""
+def _init_record(init: InitRun, *more: InitRun) -> dict[str, Any]:
+    """What a run started from, for its config.json and results: the run, its model, scores, commit and time;
+    the other runs --init-from named (a backward language model) under "with", each recorded the same way."""
     trained: dict[str, Any] = {}
     for path in sorted(init.run_dir.glob("evaluation_*.json")):  # the one written when its training ended
         try:
@@ -535,7 +545,8 @@ def _init_record(init: InitRun) -> dict[str, Any]:
             "benchmark": trained.get("benchmark"), "split": trained.get("split"),
             "scores": {m: trained[m] for m in kind(init.task).metrics if m in trained},
             "git_commit": trained.get("git_commit"), "train_seconds": trained.get("train_seconds"),
-            **({"init_from": init.config["init_from"]} if init.config.get("init_from") else {})}
+            **({"init_from": init.config["init_from"]} if init.config.get("init_from") else {}),
+            **({"with": [_init_record(m) for m in more]} if more else {})}
 
 
 def _first_step(task_spec: TaskSpec, name: str, bench: Benchmark, args: argparse.Namespace, run_dir: Path) -> Path:
@@ -675,8 +686,11 @@ def parser(task_spec: TaskSpec, command: str) -> argparse.ArgumentParser:
         p.add_argument("--results", metavar="FILE", help="write the scored split's metrics as a results JSON")
         if task_spec.transfer is not None:
             tasks = " or ".join(task_spec.transfer.tasks)
-            p.add_argument("--init-from", metavar="RUN_DIR", help=f"start the model from a saved {tasks} run: its "
-                           "tokenizer, embedding and encoder (sizes are taken from it); the rest is new")
+            runs = task_spec.transfer.runs
+            p.add_argument("--init-from", metavar="RUN_DIR", nargs="+" if runs > 1 else None,
+                           help=f"start the model from a saved {tasks} run: its tokenizer, embedding and encoder "
+                           "(sizes are taken from it); the rest is new" + (f". {task_spec.transfer.runs_help}"
+                                                                           if runs > 1 else ""))
         if task_spec.recipes:
             p.add_argument("--recipe", choices=sorted(task_spec.recipes), help="; ".join(
                 f"{n}: {r.help}" for n, r in task_spec.recipes.items()))

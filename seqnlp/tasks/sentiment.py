@@ -322,7 +322,7 @@ def cache_states(model: nn.Module, splits: Sequence[Split], pad_id: int, device:
                  bf16: bool) -> StateCache | None:
     """Run `model`'s frozen reader once over every text of `splits`, in fixed length-sorted batches (a resumed
     run computes the very same values), and keep its states where `read` finds them. None, with a note, when
-    they would take more than half of the free memory."""
+    they would leave less than a quarter of the free memory (or 4 GiB) for the rest."""
     from tqdm.auto import tqdm
 
     reader: SentimentClassifier = getattr(model, "members", [model])[0]
@@ -342,7 +342,7 @@ def cache_states(model: nn.Module, splits: Sequence[Split], pad_id: int, device:
             outputs, _ = reader.encoder(reader.embedding(batch.ids), batch.lengths)  # (B, T, D)
         if states is None:
             need, free = total * outputs.shape[-1] * outputs.element_size(), _free_memory()
-            if free is not None and need > free / 2:
+            if free is not None and need > free - max(free / 4, 4 * 2**30):  # room left for training
                 print(f"note: the reader's states would take {need / 2**30:.1f} GiB of {free / 2**30:.1f} GiB "
                       "free memory; they are computed at every step instead", file=sys.stderr)
                 break
@@ -625,6 +625,12 @@ def prepare(run: Run) -> Prepared:
     if init is not None:  # the language model's embedding and encoder, exactly; pooling and classifier are new
         finetune: FinetuneConfig = run.settings["finetune"]
         weights = None
+        pair = run.inits[1] if len(run.inits) > 1 else None
+        if pair is not None and pair.tokenizer().to_str() != tokenizer.to_str():
+            raise SeqnlpError(f"--init-from {init.run_dir} {pair.run_dir}: the two language models have different "
+                              "tokenizers; train the backward one on the same text with the same token flags")
+        if pair is not None and finetune.lm_steps:
+            raise SeqnlpError("--lm-steps tunes one language model; leave it out with a forward and backward pair")
         if finetune.lm_steps:
             from seqnlp.tasks.generation import tune
 
@@ -632,9 +638,12 @@ def prepare(run: Run) -> Prepared:
             weights = tune(init, [clean(t) for t in train.texts], finetune.lm_steps, finetune.lm_lr, run.device,
                            run.bf16, seed)
             seconds += time.perf_counter() - begin
-        copied = sum(init.copy_into(member, {"embedding.": "embedding.", "encoder.": "encoder."}, weights)
+        copied = sum(copy_pair(init, pair, member) if pair is not None else
+                     init.copy_into(member, {"embedding.": "embedding.", "encoder.": "encoder."}, weights)
                      for member in getattr(model, "members", [model]))
-        print(f"started from {init.run_dir} ({init.describe()}): its {tokenizer.level} tokenizer "
+        print(f"started from {init.run_dir} ({init.describe()})"
+              + (f" and {pair.run_dir} ({pair.describe()})" if pair is not None else "")
+              + f": its {tokenizer.level} tokenizer "
               f"({tokenizer.vocab_size:,} tokens), embedding and {config.layers}-layer encoder ({copied} tensors)"
               + (f", frozen; {config.top_layers} new bidirectional layer(s) of {config.top_hidden_size} read its "
                  "embeddings and states" if config.top_layers else "")
@@ -694,7 +703,8 @@ def describe(settings: dict[str, Any]) -> str:
             f"{config.pooling}-pool {config.tokenizer}" + vectors
             + (f", read by {config.top_layers}xbi-{config.cell} {config.top_hidden_size}" if config.top_layers else "")
             + (f", ensemble of {config.ensemble}" if config.ensemble > 1 else "")
-            + (f", from the language model {started.get('model')}" if isinstance(started, dict) else ""))
+            + (f", from the language model {started.get('model')}" if isinstance(started, dict) else "")
+            + "".join(f" + {w.get('model')}" for w in (started or {}).get("with", [])))
 
 
 def report(evaluation: scoring.Evaluation, folder: Path | None) -> None:
@@ -731,20 +741,64 @@ def _predict(args: argparse.Namespace, load_model: Callable[[], SentimentPredict
     return 0
 
 
-def shared_with_language_model(lm: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def shared_with_language_model(lm: dict[str, Any], backward: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
     """What a classifier started from a generation run takes from it: the tokenizer and the sizes of the
     embedding and the encoder. A forward language model starts a unidirectional classifier (its encoder reads
-    left to right; a backward direction would start from nothing)."""
+    left to right; a backward direction would start from nothing); a forward and a backward one (--reverse)
+    start a bidirectional one, whose embedding holds both tables side by side."""
     from seqnlp.tasks.generation import DEFAULT_VOCAB, members
 
     model, tokens = lm["model"], lm["tokens"]
-    if members(model) > 1:
-        raise SeqnlpError(f"--init-from: that language model is an ensemble of {model.ensemble} networks; a "
-                          "classifier starts from one: train the language model without --ensemble")
+    for m in (model, *([backward["model"]] if backward else [])):
+        if members(m) > 1:
+            raise SeqnlpError(f"--init-from: that language model is an ensemble of {m.ensemble} networks; a "
+                              "classifier starts from one: train the language model without --ensemble")
+    if model.reverse:
+        raise SeqnlpError("--init-from: the first run is a backward language model (--reverse); name the forward "
+                          "one first: --init-from FORWARD_RUN BACKWARD_RUN")
+    embedding = model.embedding_size
+    if backward is not None:
+        other, other_tokens = backward["model"], backward["tokens"]
+        if not other.reverse:
+            raise SeqnlpError("--init-from FORWARD_RUN BACKWARD_RUN: the second run is not a backward language "
+                              "model; train it with --reverse")
+        # Above the first layer a bidirectional encoder reads both directions' states, which neither model learnt.
+        if model.layers != 1 or other.layers != 1:
+            raise SeqnlpError("--init-from FORWARD_RUN BACKWARD_RUN: a pair starts a classifier from one-layer "
+                              f"language models (these have {model.layers} and {other.layers} layers)")
+        theirs = (other.cell, other.hidden_size, other_tokens.level, other_tokens.lowercase, other_tokens.vocab_size)
+        if (model.cell, model.hidden_size, tokens.level, tokens.lowercase, tokens.vocab_size) != theirs:
+            raise SeqnlpError("--init-from FORWARD_RUN BACKWARD_RUN: the two language models differ in cell, state "
+                              "size or tokens; train the backward one with the forward one's flags and --reverse")
+        embedding += other.embedding_size
     return {"model": {"cell": model.cell, "layers": model.layers, "hidden_size": model.hidden_size,
-                      "embedding_size": model.embedding_size, "bidirectional": False, "tokenizer": tokens.level,
+                      "embedding_size": embedding, "bidirectional": backward is not None, "tokenizer": tokens.level,
                       "lowercase": tokens.lowercase, "vocab_size": tokens.vocab_size or DEFAULT_VOCAB.get(tokens.level, 0),
                       "pretrain": ""}}
+
+
+def copy_pair(forward: Any, backward: Any, model: SentimentClassifier) -> int:
+    """Start `model`'s embedding and bidirectional encoder from a forward and a backward language model
+    (`runner.InitRun`s): the tables side by side, each direction's input weights reading its own half, so the
+    encoder computes exactly the two models' states. Returns how many tensors were set."""
+    fwd, bwd = forward.weights(), backward.weights()
+    width = fwd["embedding.weight"].shape[1]
+    copied = 0
+    with torch.no_grad():
+        model.embedding.weight.copy_(torch.cat([fwd["embedding.weight"], bwd["embedding.weight"]], 1))
+        for name, param in model.encoder.named_parameters():
+            back = name.endswith("_reverse")
+            source = bwd if back else fwd
+            tensor = source.get("encoder." + name.removesuffix("_reverse"))
+            if tensor is None:
+                raise SeqnlpError(f"encoder.{name} cannot start from {(backward if back else forward).run_dir}: it "
+                                  "holds no such weights")
+            if name.startswith("weight_ih"):  # (4H, E_forward + E_backward): zero for the other model's half
+                zeros = torch.zeros(tensor.shape[0], param.shape[1] - tensor.shape[1])
+                tensor = torch.cat([zeros, tensor] if back else [tensor, zeros], 1)
+            param.copy_(tensor.to(param.dtype))
+            copied += 1
+    return copied + 1
 
 
 def _language_model_step(bench: Any) -> list[str]:
@@ -783,7 +837,10 @@ SPEC = TaskSpec(
     metric="accuracy", higher_is_better=True, prepare=prepare, load=_load, score=scoring.classification,
     describe=describe, baseline=baselines.fit_tfidf, report=report, onnx=_from_onnx,
     usage=('{module} predict --model {run} "a great film" "a dull film"',),
-    commands=COMMANDS, transfer=Transfer(tasks=("generation",), shared=shared_with_language_model), recipes=RECIPES,
+    commands=COMMANDS, recipes=RECIPES,
+    transfer=Transfer(tasks=("generation",), shared=shared_with_language_model, runs=2,
+                      runs_help="A second run, a backward language model (generation --reverse) trained with the "
+                      "same flags, starts a bidirectional encoder with the first"),
 )
 
 
