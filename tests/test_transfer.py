@@ -73,6 +73,8 @@ def test_a_backward_language_model_learns_the_text_from_its_end_and_writes_what_
     assert forward.nll([text])[0] < split_nll(forward.model, [ids[::-1]], forward.tokenizer.bos_id, forward.device)[0]
     written = lm.generate("or not", 6, seed=1)
     assert written.endswith("or not") and len(written) > len("or not") and written == lm.generate("or not", 6, seed=1)
+    with pytest.raises(SeqnlpError, match="backward language model"):  # at the call, before anything is drawn
+        lm.stream("or not", 6)
     assert spec("generation").describe(runner.settings_of(
         spec("generation"), runner.read_config(backward)[1], "config")).endswith(", backward")
 

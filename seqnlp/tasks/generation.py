@@ -748,7 +748,6 @@ class CharLM:
         text = self.tokenizer.decode(ids)
         return (" " if self.tokenizer.level == "word" and prime and text else "") + text
 
-    @torch.no_grad()
     def stream(self, prime: str = "", length: int = 500, temperature: float = 1.0, top_k: int | None = None,
                top_p: float | None = None, seed: int | None = None) -> Iterator[str]:
         """The characters `generate` samples after `prime`, yielded one by one as they are drawn.
@@ -756,7 +755,15 @@ class CharLM:
         The same seed gives the same characters as `generate`. Nothing is held between characters (no
         autocast or kernel switch), so other work may run on the same thread while the stream waits.
         """
+        if self.reverse:
+            raise SeqnlpError(f"the model in {self.run_dir} is a backward language model: it writes a text from its "
+                              "end, which cannot stream in reading order; use generate()")
         check_decoding(temperature, top_k, top_p, length=length)
+        return self._stream(prime, length, temperature, top_k, top_p, seed)
+
+    @torch.no_grad()
+    def _stream(self, prime: str, length: int, temperature: float, top_k: int | None, top_p: float | None,
+                seed: int | None) -> Iterator[str]:
         with autocast(self.device, self.bf16):
             state, start = self._prime_state(prime)
         generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
