@@ -435,8 +435,8 @@ def train(task_spec: TaskSpec, args: argparse.Namespace) -> int:
         for key, value in shared.get(name, {}).items():  # a flag may not contradict the run it starts from
             if getattr(settings[name], key) != value:
                 raise SeqnlpError(f"{flag_name(key)} {getattr(settings[name], key)} does not fit "
-                                  f"{' and '.join(map(str, paths))}, the {init.task} run(s) this one starts from ({key} = {value!r} there); leave the flag "
-                                  "out to take it from that run")
+                                  f"{' and '.join(map(str, paths))}, the {init.task} run(s) this one starts from "
+                                  f"({key} = {value!r} there); leave the flag out to take it from that run")
     settings["train"] = train_cfg
     world = distributed.world_size()
     device = distributed.process_device(train_cfg.device, distributed.local_rank(), world)

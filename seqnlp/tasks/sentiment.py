@@ -741,7 +741,8 @@ def _predict(args: argparse.Namespace, load_model: Callable[[], SentimentPredict
     return 0
 
 
-def shared_with_language_model(lm: dict[str, Any], backward: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+def shared_with_language_model(lm: dict[str, Any],
+                               backward: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
     """What a classifier started from a generation run takes from it: the tokenizer and the sizes of the
     embedding and the encoder. A forward language model starts a unidirectional classifier (its encoder reads
     left to right; a backward direction would start from nothing); a forward and a backward one (--reverse)
