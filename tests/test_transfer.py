@@ -57,7 +57,7 @@ def backward(lms: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 def test_a_backward_language_model_learns_the_text_from_its_end_and_writes_what_leads_up_to_a_prime(
-        lms: dict[str, Path], backward: Path) -> None:
+        lms: dict[str, Path], backward: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from seqnlp.tasks.generation import split_nll
 
     lm, forward = seqnlp.load(backward), seqnlp.load(lms["bpe"])
@@ -75,6 +75,10 @@ def test_a_backward_language_model_learns_the_text_from_its_end_and_writes_what_
     assert written.endswith("or not") and len(written) > len("or not") and written == lm.generate("or not", 6, seed=1)
     with pytest.raises(SeqnlpError, match="backward language model"):  # at the call, before anything is drawn
         lm.stream("or not", 6)
+    capsys.readouterr()
+    argv = ["generate", "--model", str(backward), "--prime", "or not", "--length", "6", "--seed", "1"]
+    assert runner.main(spec("generation"), argv) == 0
+    assert capsys.readouterr().out == written + "\n"  # the command shows it in reading order too
     assert spec("generation").describe(runner.settings_of(
         spec("generation"), runner.read_config(backward)[1], "config")).endswith(", backward")
 

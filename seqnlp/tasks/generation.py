@@ -1042,6 +1042,10 @@ def _generate(args: argparse.Namespace, load_model: Callable[[], CharLM]) -> int
         for i in range(args.num_samples):
             if args.num_samples > 1:
                 write(f"=== sample {i + 1} (seed {seed + i}) ===\n")
+            if lm.reverse:  # written from the end: shown whole, in reading order, when done
+                write(lm.generate(args.prime, args.length, args.temperature, args.top_k, args.top_p, seed=seed + i,
+                                  greedy_decoding=args.greedy) + "\n")
+                continue
             write(args.prime)
             lm.generate(args.prime, args.length, args.temperature, args.top_k, args.top_p, seed=seed + i,
                         greedy_decoding=args.greedy, on_text=write)
