@@ -39,21 +39,6 @@ def keep_freed_memory() -> bool:
     return _kept
 
 
-@contextlib.contextmanager
-def mapped_allocations() -> Iterator[None]:
-    """Inside, big allocations are mappings again (glibc's default), as for a tensor of many GiB that lives
-    for the whole run: in the heap, the temporaries allocated after it would pile up above it."""
-    if not _kept:
-        yield
-        return
-    mallopt = ctypes.CDLL("libc.so.6").mallopt
-    mallopt(_M_MMAP_MAX, 65536)  # glibc's default
-    try:
-        yield
-    finally:
-        mallopt(_M_MMAP_MAX, 0)
-
-
 def resolve_device(name: str = "auto") -> torch.device:
     """'auto' → CUDA when available, else CPU; 'cpu'; 'cuda' or 'cuda:N' (N a present GPU).
 

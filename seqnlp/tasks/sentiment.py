@@ -48,7 +48,7 @@ from seqnlp import baselines, distributed, scoring
 from seqnlp.benchmark import load_benchmark
 from seqnlp.config import opt
 from seqnlp.data import Batch, BucketBatchSampler, check_columns, check_texts, clean, deal, pad
-from seqnlp.device import autocast, mapped_allocations, resolve_device, use_bf16
+from seqnlp.device import autocast, resolve_device, use_bf16
 from seqnlp.encoders import CELLS, POOL_MODES, Dropout, LockedDropout, Pooler, RNNEncoder
 from seqnlp.errors import SeqnlpError, check_finite
 from seqnlp.plots import heatmap
@@ -346,8 +346,7 @@ def cache_states(model: nn.Module, splits: Sequence[Split], pad_id: int, device:
                 print(f"note: the reader's states would take {need / 2**30:.1f} GiB of {free / 2**30:.1f} GiB "
                       "free memory; they are computed at every step instead", file=sys.stderr)
                 break
-            with mapped_allocations():
-                states = torch.empty(total, outputs.shape[-1], dtype=outputs.dtype)  # (N_tokens, D)
+            states = torch.empty(total, outputs.shape[-1], dtype=outputs.dtype)
         outputs = outputs.cpu()
         for row, n, out in zip(batch.ids.cpu().numpy(), batch.lengths.tolist(), outputs):
             start = starts[StateCache.key(row[:n])]
