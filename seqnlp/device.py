@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import os
 import re
 from collections.abc import Iterator
 
@@ -15,28 +13,6 @@ from seqnlp.precision import choose_bf16, compare
 
 
 _DEVICE = re.compile(r"cuda(?::(\d+))?")
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
-_kept: bool | None = None
-
-
-def keep_freed_memory() -> bool:
-    """Have glibc's malloc serve large tensors from its heap and keep freed memory for reuse, for the rest of
-    this process (no mmap per allocation, no trimming); True where it applied (Linux with glibc).
-
-    By default each allocation over 32 MiB is a fresh mapping whose pages the kernel zero-fills on first touch
-    and unmaps at free: half the CPU time of a sentiment step that gathers 64 MiB of cached reader states went
-    to the kernel. A training process keeps its peak memory instead. SEQNLP_KEEP_FREED_MEMORY=0 leaves malloc
-    as it is."""
-    global _kept
-    if _kept is None:
-        _kept = False
-        if os.environ.get("SEQNLP_KEEP_FREED_MEMORY", "1") != "0":
-            try:
-                mallopt = ctypes.CDLL("libc.so.6").mallopt
-            except (OSError, AttributeError):  # not glibc (macOS, Windows, musl)
-                return False
-            _kept = mallopt(_M_MMAP_MAX, 0) == 1 and mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
-    return _kept
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -238,29 +238,3 @@ def test_benchmark_lines_name_the_cpu_and_each_parts_precision(monkeypatch: pyte
     line = describe_precision(model, "cpu", "auto", 64)
     assert line == f"{precision.device_model(torch.device('cpu'))}: autocast fp32, lstm recurrence bf16, gru recurrence fp32"
     assert describe_precision(None, "cpu", "bf16").endswith(": autocast bf16")
-
-
-def test_keeping_freed_memory_serves_big_tensors_from_the_heap_instead_of_a_new_mapping_each() -> None:
-    import subprocess
-    import sys
-
-    code = """
-import ctypes, torch
-from seqnlp.device import keep_freed_memory
-libc = ctypes.CDLL("libc.so.6")
-if not hasattr(libc, "mallinfo2"):
-    print("skip"); raise SystemExit
-class Info(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
-                                                "fsmblks", "uordblks", "fordblks", "keepcost")]
-libc.mallinfo2.restype = Info
-def mapped_by(nbytes):
-    before = libc.mallinfo2().hblkhd
-    x = torch.empty(nbytes, dtype=torch.uint8)
-    return libc.mallinfo2().hblkhd - before
-print(mapped_by(64 << 20) >= 64 << 20, keep_freed_memory(), mapped_by(64 << 20), keep_freed_memory())
-"""
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    if out == ["skip"]:
-        pytest.skip("no glibc mallinfo2 here")
-    assert out == ["True", "True", "0", "True"]

@@ -49,7 +49,7 @@ from seqnlp import checkpoint as ckpt
 from seqnlp.benchmark import Benchmark, load_benchmark
 from seqnlp.config import add_flags, flag_name, opt, resolve, to_dict
 from seqnlp.data import available_splits, check_columns, mirror_name
-from seqnlp.device import keep_freed_memory, use_bf16
+from seqnlp.device import use_bf16
 from seqnlp.errors import SeqnlpError, cli_main
 from seqnlp.io import atomic_write_json, read_json
 from seqnlp.results import build_result, check_results_path, git_commit, hardware, write_result
@@ -417,7 +417,6 @@ def train(task_spec: TaskSpec, args: argparse.Namespace) -> int:
     check_results_path(args.results)
     git_commit()  # pinned (cached) now, --results or not: the run's records name the code that started it
     wall0 = time.perf_counter()
-    keep_freed_memory()  # from the data on: preparing (e.g. caching a reader's states) allocates big tensors too
     init_from = getattr(args, "init_from", None)
     if init_from and args.resume:
         raise SeqnlpError("--resume continues a run that has its starting weights already; leave out --init-from")
