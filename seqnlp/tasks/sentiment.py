@@ -638,7 +638,8 @@ def prepare(run: Run) -> Prepared:
             weights = tune(init, [clean(t) for t in train.texts], finetune.lm_steps, finetune.lm_lr, run.device,
                            run.bf16, seed)
             seconds += time.perf_counter() - begin
-        copied = sum(copy_pair(init, pair, member) if pair is not None else
+        both = (init.weights(), pair.weights()) if pair is not None else None
+        copied = sum(copy_pair(init, pair, member, both) if pair is not None else
                      init.copy_into(member, {"embedding.": "embedding.", "encoder.": "encoder."}, weights)
                      for member in getattr(model, "members", [model]))
         print(f"started from {init.run_dir} ({init.describe()})"
@@ -778,11 +779,13 @@ def shared_with_language_model(lm: dict[str, Any],
                       "pretrain": ""}}
 
 
-def copy_pair(forward: Any, backward: Any, model: SentimentClassifier) -> int:
+def copy_pair(forward: Any, backward: Any, model: SentimentClassifier,
+              weights: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] | None = None) -> int:
     """Start `model`'s embedding and bidirectional encoder from a forward and a backward language model
-    (`runner.InitRun`s): the tables side by side, each direction's input weights reading its own half, so the
-    encoder computes exactly the two models' states. Returns how many tensors were set."""
-    fwd, bwd = forward.weights(), backward.weights()
+    (`runner.InitRun`s; `weights`: theirs, read once for all ensemble members): the tables side by side, each
+    direction's input weights reading its own half, so the encoder computes exactly the two models' states.
+    Returns how many tensors were set."""
+    fwd, bwd = weights or (forward.weights(), backward.weights())
     width = fwd["embedding.weight"].shape[1]
     copied = 0
     with torch.no_grad():
