@@ -431,6 +431,7 @@ def test_ranks_share_one_clock_so_a_budget_bound_schedule_keeps_them_equal(tmp_p
     state = json.loads((tmp_path / "ddp" / "trainer_state.json").read_text())
     assert state["budget_bound"] is True and json.loads((tmp_path / "ddp" / "metrics.json").read_text())[
         "stopped"] == "time_budget"
-    # Found anywhere: rank 1's short line may land inside rank 0's long RESULT line (a pipe write over 4 KiB is not atomic).
+    # Found anywhere: rank 1's short line may land inside rank 0's long RESULT line (a pipe write over 4 KiB is not
+    # atomic).
     digests = dict(re.findall(r"WEIGHTS (\d) ([0-9a-f]{64})", proc.stdout))
     assert set(digests) == {"0", "1"} and digests["0"] == digests["1"]
