@@ -638,9 +638,9 @@ def prepare(run: Run) -> Prepared:
             weights = tune(init, [clean(t) for t in train.texts], finetune.lm_steps, finetune.lm_lr, run.device,
                            run.bf16, seed)
             seconds += time.perf_counter() - begin
-        both = (init.weights(), pair.weights()) if pair is not None else None
-        copied = sum(copy_pair(init, pair, member, both) if pair is not None else
-                     init.copy_into(member, {"embedding.": "embedding.", "encoder.": "encoder."}, weights)
+        if pair is not None:
+            weights = pair_weights(init.weights(), pair.weights())
+        copied = sum(init.copy_into(member, {"embedding.": "embedding.", "encoder.": "encoder."}, weights)
                      for member in getattr(model, "members", [model]))
         print(f"started from {init.run_dir} ({init.describe()})"
               + (f" and {pair.run_dir} ({pair.describe()})" if pair is not None else "")
@@ -779,30 +779,20 @@ def shared_with_language_model(lm: dict[str, Any],
                       "pretrain": ""}}
 
 
-def copy_pair(forward: Any, backward: Any, model: SentimentClassifier,
-              weights: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] | None = None) -> int:
-    """Start `model`'s embedding and bidirectional encoder from a forward and a backward language model
-    (`runner.InitRun`s; `weights`: theirs, read once for all ensemble members): the tables side by side, each
-    direction's input weights reading its own half, so the encoder computes exactly the two models' states.
-    Returns how many tensors were set."""
-    fwd, bwd = weights or (forward.weights(), backward.weights())
-    width = fwd["embedding.weight"].shape[1]
-    copied = 0
-    with torch.no_grad():
-        model.embedding.weight.copy_(torch.cat([fwd["embedding.weight"], bwd["embedding.weight"]], 1))
-        for name, param in model.encoder.named_parameters():
-            back = name.endswith("_reverse")
-            source = bwd if back else fwd
-            tensor = source.get("encoder." + name.removesuffix("_reverse"))
-            if tensor is None:
-                raise SeqnlpError(f"encoder.{name} cannot start from {(backward if back else forward).run_dir}: it "
-                                  "holds no such weights")
-            if name.startswith("weight_ih"):  # (4H, E_forward + E_backward): zero for the other model's half
-                zeros = torch.zeros(tensor.shape[0], param.shape[1] - tensor.shape[1])
-                tensor = torch.cat([zeros, tensor] if back else [tensor, zeros], 1)
-            param.copy_(tensor.to(param.dtype))
-            copied += 1
-    return copied + 1
+def pair_weights(forward: dict[str, torch.Tensor], backward: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A forward and a backward language model's weights as one bidirectional model's embedding and encoder: the
+    tables side by side, each direction's input weights reading its own half (zeros for the other), so the
+    encoder computes exactly the two models' states."""
+    widths = forward["embedding.weight"].shape[1], backward["embedding.weight"].shape[1]
+    both = {"embedding.weight": torch.cat([forward["embedding.weight"], backward["embedding.weight"]], 1)}
+    for source, suffix, side in ((forward, "", 0), (backward, "_reverse", 1)):
+        for name, tensor in source.items():
+            if name.startswith("encoder."):
+                if name.startswith("encoder.weight_ih"):  # (4H, E_forward + E_backward)
+                    halves = [tensor, torch.zeros(tensor.shape[0], widths[1 - side])]
+                    tensor = torch.cat(halves if side == 0 else halves[::-1], 1)
+                both[name + suffix] = tensor
+    return both
 
 
 def _language_model_step(bench: Any) -> list[str]:
