@@ -245,6 +245,43 @@ def test_a_frozen_reader_keeps_the_language_model_exact_and_trains_only_the_new_
     assert "random" not in task.describe(settings) and "embedding" not in task.describe(settings)
 
 
+def test_word2vec_vectors_beside_a_frozen_reader_are_learnt_kept_fixed_and_shared(
+        lms: dict[str, Path], tmp_path: Path) -> None:
+    seen: dict[str, torch.Tensor] = {}
+    out = tmp_path / "clf"
+    argv = [*CLASSIFIER, *COMMON, "--init-from", str(lms["bpe"]), "--top-layers", "1", "--top-hidden-size", "6",
+            "--ensemble", "2", "--vectors", "tiny_sentiment", "--pretrain-epochs", "2", "--output", str(out)]
+    assert runner.main(_capturing(spec("sentiment"), seen), argv) == 0
+    clf = read_model_weights(out / "model.safetensors")
+    vectors = clf["members.0.vectors.weight"]  # (V, E): word2vec's, as the language model's embedding is wide
+    assert vectors.shape == clf["members.0.embedding.weight"].shape
+    assert torch.equal(vectors, seen["members.0.vectors.weight"])  # learnt before training, fixed during it
+    assert vectors[5:].abs().sum(1).gt(0).sum() > 10 and not torch.equal(vectors, clf["members.0.embedding.weight"])
+    with safe_open(str(out / "model.safetensors"), "pt") as stored:  # one table for all members
+        assert not any(k.startswith("members.1.vectors.") for k in stored.keys())
+    assert clf["members.1.top.weight_ih_l0"].shape == (4 * 6, 8 + 24 + 8)  # embeddings, states, vectors
+    model = seqnlp.load(out)
+    reader = model.model.members[0]
+    ids = torch.tensor([[5, 6, 7]])
+    features = reader.read(Batch(ids=ids, lengths=torch.tensor([3])))  # (1, 3, 8 + 24 + 8)
+    assert features.shape == (1, 3, 40) and torch.equal(features[0, :, 32:], vectors[ids[0]])
+    assert model.predict(["to be"])[0]["label"] in ("0", "1")
+    task = spec("sentiment")
+    settings = runner.settings_of(task, runner.read_config(out)[1], "config")
+    assert "read by 1xbi-lstm 6 beside word2vec (tiny_sentiment)," in task.describe(settings)
+
+
+@pytest.mark.parametrize("extra", [[], ["--init-from", "LM"]])
+def test_vectors_without_a_frozen_reader_are_refused_in_one_line(
+        extra: list[str], lms: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    extra = [str(lms["bpe"]) if a == "LM" else a for a in extra]
+    argv = [*CLASSIFIER, *COMMON, *extra, "--vectors", "tiny_sentiment", "--output", str(tmp_path / "clf")]
+    assert runner.main(spec("sentiment"), argv) == 2
+    err = capsys.readouterr().err
+    assert "--vectors tiny_sentiment puts word vectors beside" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "clf").exists()
+
+
 def test_the_reader_states_are_computed_once_read_back_exactly_and_a_cached_run_resumes_exactly(
         lms: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from test_tasks_contract import _interrupted_at_epoch_one

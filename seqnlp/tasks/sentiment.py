@@ -108,6 +108,11 @@ class ModelConfig:
     top_layers: int = opt(0, "with --init-from: keep the language model frozen, a reader whose embeddings and "
                           "states feed this many new bidirectional layers (0 = fine-tune its layers instead)", min=0)
     top_hidden_size: int = opt(128, "state size per direction of those new layers", min=1)
+    # ELMo's task models read its states beside word vectors (GloVe); on SST-2 word2vec vectors learnt from IMDB
+    # alone scored above the language model's reader (README, "Transfer").
+    vectors: str = opt("", "with --top-layers: learn word2vec vectors (E wide) from the train split's text of this "
+                       "benchmark or dataset (e.g. imdb) and give them to the new layers beside the reader's "
+                       "features, a frozen table; '' = none")
     # The frozen reader is deterministic and about 40% of a training step: computed once, its states buy more
     # epochs in the same time (memory: the states of every train and validation token, 2 bytes each in bf16).
     cache_states: bool = opt(True, "with --top-layers: compute the reader's states of the train and validation "
@@ -181,9 +186,13 @@ class SentimentClassifier(nn.Module):
                                   num_layers=config.layers, bidirectional=config.bidirectional, dropout=between,
                                   fp32_outputs=False, zero_padding=False, precision=precision)
         self.top: RNNEncoder | None = None
+        self.vectors: nn.Embedding | None = None
+        if config.top_layers and config.vectors:  # word2vec's table beside the reader, as fixed as it is
+            self.vectors = nn.Embedding(vocab_size, config.embedding_size, padding_idx=pad_id).requires_grad_(False)
         if config.top_layers:  # the encoder is a frozen reader; new layers read its states and embeddings
             self.encoder.requires_grad_(False)
-            self.top = RNNEncoder(config.cell, config.embedding_size + self.encoder.output_dim,
+            width = config.embedding_size * (2 if self.vectors is not None else 1) + self.encoder.output_dim
+            self.top = RNNEncoder(config.cell, width,
                                   config.top_hidden_size, num_layers=config.top_layers, bidirectional=True,
                                   dropout=config.dropout if config.top_layers > 1 else 0.0, fp32_outputs=False,
                                   zero_padding=False, precision=precision)
@@ -217,14 +226,16 @@ class SentimentClassifier(nn.Module):
     @torch.no_grad()
     def read(self, batch: Batch) -> torch.Tensor:
         """With `top_layers`: what the frozen language model gives the new layers, its embeddings and states
-        side by side (B, T, E + D); the states come from `self.states` (a StateCache) when it holds the batch."""
+        side by side (B, T, E + D), then the word2vec vectors when `vectors` is set (B, T, E + D + E); the states
+        come from `self.states` (a StateCache) when it holds the batch."""
         ids = self._ids(batch)  # (B, T)
         x = self.embedding(ids)  # (B, T, E)
         cache: StateCache | None = getattr(self, "states", None)  # word dropout makes new ids: read those afresh
         outputs = cache.get(ids, batch.lengths) if cache is not None and ids is batch.ids else None  # (B, T, D)
         if outputs is None:
             outputs, _ = self.encoder(x, batch.lengths)  # (B, T, D)
-        return torch.cat([x.to(outputs.dtype), outputs], -1)  # (B, T, E + D)
+        extra = [self.vectors(ids).to(outputs.dtype)] if self.vectors is not None else []  # [(B, T, E)]
+        return torch.cat([x.to(outputs.dtype), outputs, *extra], -1)  # (B, T, E + D [+ E])
 
     def forward(self, batch: Batch, features: torch.Tensor | None = None) -> Output:
         """Class scores for each text of the batch, and the mean cross-entropy when labels are given;
@@ -262,7 +273,7 @@ class Ensemble(nn.Module):
                 member.embedding = self.members[0].embedding
         if config.top_layers:  # and one frozen reader, run once per batch for all members
             for member in self.members[1:]:
-                member.encoder = self.members[0].encoder
+                member.encoder, member.vectors = self.members[0].encoder, self.members[0].vectors
 
     def layers(self) -> list[list[nn.Parameter]]:
         """Every member's parameters by depth, from the top (a shared embedding once)."""
@@ -511,7 +522,8 @@ def pretraining_texts(name: str) -> list[str]:
 
 def pretrain_embedding(model: nn.Module, tokenizer: Tokenizer, texts: Sequence[str], config: ModelConfig,
                        seed: int) -> float:
-    """Start `model`'s embedding (each member's) from word2vec vectors learnt on `texts`; returns the seconds."""
+    """Start `model`'s embedding (each member's), or its `vectors` table beside a reader, from word2vec vectors
+    learnt on `texts`; returns the seconds."""
     from seqnlp.embeddings import pretrain_vectors
 
     begin = time.perf_counter()
@@ -520,9 +532,10 @@ def pretrain_embedding(model: nn.Module, tokenizer: Tokenizer, texts: Sequence[s
                                       epochs=config.pretrain_epochs, seed=seed, skip_ids=(tokenizer.pad_id,))
     with torch.no_grad():
         for member in getattr(model, "members", [model]):  # each member's table (or the one they share)
-            member.embedding.weight[found] = vectors[found].to(member.embedding.weight.dtype)  # (n, E)
+            table = member.vectors if member.vectors is not None else member.embedding
+            table.weight[found] = vectors[found].to(table.weight.dtype)  # (n, E)
     seconds = time.perf_counter() - begin
-    print(f"pretrained word vectors ({config.pretrain}, {sum(map(len, ids)):,} tokens, {config.pretrain_epochs} "
+    print(f"pretrained word vectors ({config.pretrain or config.vectors}, {sum(map(len, ids)):,} tokens, {config.pretrain_epochs} "
           f"passes): {int(found.sum()):,} of {tokenizer.vocab_size:,} rows in {seconds:.0f}s", flush=True)
     return seconds
 
@@ -598,8 +611,15 @@ def prepare(run: Run) -> Prepared:
     check_texts(test_cols["text"], run.where("test"))  # bad scored rows fail before the slow part
     names = label_names(train_cols["label"], train_feat["label"], run.where("train"))
     t0 = time.perf_counter()
+    if config.top_layers and run.init is None and not run.resume:
+        raise SeqnlpError("--top-layers reads a trained language model's states: give --init-from RUN_DIR (a "
+                          "generation run) or --recipe pretrained")
+    if config.vectors and not config.top_layers:
+        raise SeqnlpError(f"--vectors {config.vectors} puts word vectors beside a frozen language model's states: "
+                          "give --init-from RUN_DIR --top-layers N (or --recipe pretrained), or use --pretrain")
     # Pretraining text joins the vocabulary (its words need rows); a resumed run has its weights already.
-    unlabelled = pretraining_texts(config.pretrain) if config.pretrain and not run.resume else []
+    texts_of = config.pretrain or config.vectors
+    unlabelled = pretraining_texts(texts_of) if texts_of and not run.resume else []
     init = run.init
     tokenizer = run.tokenizer(TOKENIZER_FILE, init.tokenizer if init is not None else lambda: Tokenizer.train(
         (clean(t) for t in [*check_texts(train_cols["text"], run.where("train")), *unlabelled]),
@@ -619,9 +639,6 @@ def prepare(run: Run) -> Prepared:
                              run.settings["train"].precision)
     model.finetune = run.settings["finetune"]  # type: ignore[assignment]  (read by param_groups)
     seconds = pretrain_embedding(model, tokenizer, [*train.texts, *unlabelled], config, seed) if unlabelled else 0.0
-    if config.top_layers and init is None and not run.resume:
-        raise SeqnlpError("--top-layers reads a trained language model's states: give --init-from RUN_DIR (a "
-                          "generation run) or --recipe pretrained")
     if init is not None:  # the language model's embedding and encoder, exactly; pooling and classifier are new
         finetune: FinetuneConfig = run.settings["finetune"]
         weights = None
@@ -647,7 +664,8 @@ def prepare(run: Run) -> Prepared:
               + f": its {tokenizer.level} tokenizer "
               f"({tokenizer.vocab_size:,} tokens), embedding and {config.layers}-layer encoder ({copied} tensors)"
               + (f", frozen; {config.top_layers} new bidirectional layer(s) of {config.top_hidden_size} read its "
-                 "embeddings and states" if config.top_layers else "")
+                 "embeddings and states" + (f" beside the word2vec vectors ({config.vectors})" if config.vectors
+                                           else "") if config.top_layers else "")
               + f"; the {config.pooling} pooling and the classifier layer are new", flush=True)
     if config.top_layers and config.cache_states and not config.word_dropout:
         if run.resume:  # the frozen reader's weights, from the checkpoint (which the trainer restores whole again)
@@ -703,6 +721,7 @@ def describe(settings: dict[str, Any]) -> str:
     return (f"{config.layers}x{bi}{config.cell} {config.embedding_size}/{config.hidden_size} "
             f"{config.pooling}-pool {config.tokenizer}" + vectors
             + (f", read by {config.top_layers}xbi-{config.cell} {config.top_hidden_size}" if config.top_layers else "")
+            + (f" beside word2vec ({config.vectors})" if config.vectors else "")
             + (f", ensemble of {config.ensemble}" if config.ensemble > 1 else "")
             + (f", from the language model {started.get('model')}" if isinstance(started, dict) else "")
             + "".join(f" + {w.get('model')}" for w in (started or {}).get("with", [])))
@@ -808,16 +827,20 @@ def _language_model_step(bench: Any) -> list[str]:
 # states feed one new bi-LSTM (ELMo's way); it beat fine-tuning the language model (ULMFiT's way) by 2 points
 # in the same 20 minutes, and an ensemble of two readers, which trains half the epochs, by 1 (README, "Transfer").
 # With the reader's states cached, IMDB's 19 minutes hold 4.5 of the 5 epochs (the schedule follows the clock).
-# SST-2 (short sentences): batches of 256 and six epochs fit its 10 minutes.
+# SST-2 (short sentences): batches of 256 and six epochs fit its 10 minutes. On both, word2vec vectors of IMDB's
+# train reviews beside the reader's features (ELMo's task models read GloVe beside it) scored higher than the
+# reader alone, for 3 of the 19 minutes (README, "Transfer").
 READER = {"pooling": "max", "dropout": 0.4, "embedding_dropout": 0.3, "ensemble": 1, "top_layers": 1,
           "top_hidden_size": 128}
+IMDB_VECTORS = {"vectors": "imdb", "pretrain_epochs": 3}
+READER_TRAIN = {"epochs": 5, "lr": 3e-3, "schedule": "linear", "warmup": 0.1, "weight_decay": 0.01}
 RECIPES = {"pretrained": Recipe(
     help="train a language model on the benchmark's text (IMDB's train + unlabelled reviews for imdb and sst2) "
          "unless --init-from names one, then train a classifier that reads it",
     first=_language_model_step,
-    presets={"*": {"model": READER,
-                   "train": {"epochs": 5, "lr": 3e-3, "schedule": "linear", "warmup": 0.1, "weight_decay": 0.01}},
-             "sst2": {"model": {**READER, "batch_size": 256},
+    presets={"*": {"model": READER, "train": READER_TRAIN},
+             "imdb": {"model": {**READER, **IMDB_VECTORS}, "train": READER_TRAIN},
+             "sst2": {"model": {**READER, **IMDB_VECTORS, "batch_size": 256},
                       "train": {"epochs": 6, "lr": 3e-3, "schedule": "cosine", "warmup": 0.03,
                                 "weight_decay": 0.01}}},
 )}
