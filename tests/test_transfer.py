@@ -377,6 +377,12 @@ def test_the_recipe_trains_the_language_model_then_the_classifier_and_names_it(
     # both times are counted: the classifier's fine-tuning and the language model's training
     assert result["train_seconds"] == pytest.approx(result["extra"]["finetune_seconds"] + init["train_seconds"])
     assert result["config"]["recipe"] == "pretrained" and result["config"]["model"]["top_layers"] == 1
+    # scored again later (evaluate), the results say the same of the language model and of the time
+    again = tmp_path / "again.json"
+    assert runner.main(spec("sentiment"), ["evaluate", "--model", str(out), "--results", str(again)]) == 0
+    rescored = json.loads(again.read_text())
+    assert rescored["extra"]["init_from"] == init and rescored["train_seconds"] == pytest.approx(result["train_seconds"])
+    assert rescored["extra"]["finetune_seconds"] == result["extra"]["finetune_seconds"]
     # the recipe's classifier resumes like any run (the starting weights come from its checkpoint then)
     assert runner.main(spec("sentiment"), ["--resume", str(out)]) == 0
 

@@ -484,9 +484,7 @@ def train(task_spec: TaskSpec, args: argparse.Namespace) -> int:
                                                      "train_seconds": train_seconds,
                                                      "git_commit": git_commit()})
     card.write_card(run_dir, task_spec, settings, count_parameters(prepared.model)[0], hardware())
-    # A run started from another counts that run's training too (--init-from: the language model's).
-    started = config.get("init_from") or {}
-    before = sum(float(r.get("train_seconds") or 0.0) for r in [started, *started.get("with", [])])
+    before = _seconds_before(config)
     print(f"training: {result.steps} steps, {result.epochs:g} epochs in {train_seconds / 60:.1f} min "
           f"({result.stopped}), {result.tokens_per_second:,.0f} tokens/s; best validation {task_spec.metric} "
           f"{result.best_metric:.4g} at step {result.best_step}; wall time {(time.perf_counter() - wall0) / 60:.1f} min"
@@ -496,10 +494,8 @@ def train(task_spec: TaskSpec, args: argparse.Namespace) -> int:
         extra = {"validation": result.best_metrics, "best_step": result.best_step, "steps": result.steps,
                  "epochs": result.epochs, "stopped": result.stopped, "wall_seconds": round(time.perf_counter() - wall0, 1),
                  "pretrain_seconds": round(prepared.pretrain_seconds, 3), **evaluation.details}
-        if config.get("init_from"):
-            extra |= {"init_from": config["init_from"], "finetune_seconds": round(train_seconds, 3)}
         _write_results(args.results, task_spec, evaluation, prepared.model, config, train_seconds + before,
-                       result.tokens_per_second, train_cfg.seed, extra)
+                       result.tokens_per_second, train_cfg.seed, extra | _started_record(config, train_seconds))
     module = f"python -m seqnlp.tasks.{task_spec.name}"
     print(f"\nmodel saved in {run_dir}. Use it:\n"
           + "".join(f"  {line.format(run=run_dir, module=module)}\n" for line in task_spec.usage)
@@ -616,11 +612,26 @@ def evaluate(task_spec: TaskSpec, args: argparse.Namespace) -> int:
     if folder == run_dir:  # the model card shows the run folder's evaluations
         card.write_card(run_dir, task_spec, settings, count_parameters(predictor.model)[0])
     if args.results:
+        seconds = trained.get("train_seconds")
         _write_results(args.results, task_spec, evaluation, getattr(predictor, "model", nn.Module()), config,
-                       trained.get("train_seconds"), trained.get("tokens_per_second"), settings["train"].seed,
+                       None if seconds is None else seconds + _seconds_before(config), trained.get("tokens_per_second"),
+                       settings["train"].seed,
                        {"model_dir": str(run_dir), **{k: v for k, v in trained.items() if k != "tokens_per_second"},
-                        **evaluation.details})
+                        **evaluation.details, **(_started_record(config, seconds) if seconds is not None else {})})
     return 0
+
+
+def _seconds_before(config: dict[str, Any]) -> float:
+    """The training time of the runs this one started from (--init-from: the language model's), which its
+    results count too."""
+    started = config.get("init_from") or {}
+    return sum(float(r.get("train_seconds") or 0.0) for r in [started, *started.get("with", [])])
+
+
+def _started_record(config: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """What a results file says of the runs this one started from, and of its own time beside theirs."""
+    started = config.get("init_from")
+    return {"init_from": started, "finetune_seconds": round(seconds, 3)} if started else {}
 
 
 def _training_record(run_dir: Path, evaluation: scoring.Evaluation) -> dict[str, Any]:
