@@ -535,8 +535,8 @@ def pretrain_embedding(model: nn.Module, tokenizer: Tokenizer, texts: Sequence[s
             table = member.vectors if member.vectors is not None else member.embedding
             table.weight[found] = vectors[found].to(table.weight.dtype)  # (n, E)
     seconds = time.perf_counter() - begin
-    print(f"pretrained word vectors ({config.pretrain or config.vectors}, {sum(map(len, ids)):,} tokens, {config.pretrain_epochs} "
-          f"passes): {int(found.sum()):,} of {tokenizer.vocab_size:,} rows in {seconds:.0f}s", flush=True)
+    print(f"pretrained word vectors ({config.pretrain or config.vectors}, {sum(map(len, ids)):,} tokens, "
+          f"{config.pretrain_epochs} passes): {int(found.sum()):,} of {tokenizer.vocab_size:,} rows in {seconds:.0f}s", flush=True)
     return seconds
 
 
