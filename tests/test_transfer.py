@@ -269,6 +269,13 @@ def test_word2vec_vectors_beside_a_frozen_reader_are_learnt_kept_fixed_and_share
     task = spec("sentiment")
     settings = runner.settings_of(task, runner.read_config(out)[1], "config")
     assert "read by 1xbi-lstm 6 beside word2vec (tiny_sentiment)," in task.describe(settings)
+    from seqnlp import export  # the reader, the table and the new layers ship as one graph
+
+    export.export_onnx(out, tmp_path / "onnx")
+    texts = ["to be or not to be", "a great film"]
+    shipped = [r["probabilities"] for r in export.load_onnx(tmp_path / "onnx").predict(texts)]
+    for ours, theirs in zip([r["probabilities"] for r in model.predict(texts)], shipped):
+        assert ours == pytest.approx(theirs, abs=1e-5)
 
 
 @pytest.mark.parametrize("extra", [[], ["--init-from", "LM"]])
