@@ -1042,14 +1042,13 @@ def _generate(args: argparse.Namespace, load_model: Callable[[], CharLM]) -> int
         for i in range(args.num_samples):
             if args.num_samples > 1:
                 write(f"=== sample {i + 1} (seed {seed + i}) ===\n")
-            if lm.reverse:  # written from the end: shown whole, in reading order, when done
-                write(lm.generate(args.prime, args.length, args.temperature, args.top_k, args.top_p, seed=seed + i,
-                                  greedy_decoding=args.greedy) + "\n")
-                continue
-            write(args.prime)
-            lm.generate(args.prime, args.length, args.temperature, args.top_k, args.top_p, seed=seed + i,
-                        greedy_decoding=args.greedy, on_text=write)
-            write("\n")
+            # A forward model's text streams as it is written; a backward one's is written from the end, so it
+            # is shown whole, in reading order, when done.
+            if not lm.reverse:
+                write(args.prime)
+            text = lm.generate(args.prime, args.length, args.temperature, args.top_k, args.top_p, seed=seed + i,
+                               greedy_decoding=args.greedy, on_text=None if lm.reverse else write)
+            write((text if lm.reverse else "") + "\n")
     except BrokenPipeError:  # the reader left (e.g. `| head`): stop quietly, as Unix tools do
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # so the flush at exit does not raise again
