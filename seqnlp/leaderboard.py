@@ -218,14 +218,15 @@ def render_markdown(results_dir: str | Path = "results", *, references: bool = T
                   f"(benchmark version {bench.version})", ""]
         ranked, skipped = rank(by_bench.pop(bench.name, []), bench)
         head = ["rank", "model", f"{bench.metric} {_arrow(bench.metric)}"] + [f"{m} {_arrow(m)}" for m in others] + [
-            "params", "train time", "hardware", "date", "verified"]
+            "params", "seed", "train time", "hardware", "date", "verified"]
         if ranked:
             lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
             for rk, path, r in ranked:
                 m = r["metrics"]
                 row = [str(rk), _cell(r["model"]), _fmt_value(bench.metric, m[bench.metric]["value"])]
                 row += [_fmt_value(o, m[o]["value"] if o in m else None) for o in others]
-                row += [_fmt_params(r["params"]), _fmt_seconds(r["train_seconds"]),
+                row += [_fmt_params(r["params"]), "–" if r.get("seed") is None else str(r["seed"]),
+                        _fmt_seconds(r["train_seconds"]),
                         _cell(_fmt_hardware(r["hardware"])), r["date"][:10],
                         VERIFIED_MARK[verify_result(path, r)[0]]]
                 lines.append("| " + " | ".join(row) + " |")

@@ -123,10 +123,10 @@ def test_byo_protocol_errors(fixture_tasks: Path) -> None:
 
 
 def _result(bench: str, value: float, *, version: int = 1, split: str = "test", model: str = "m",
-            metric: str = "nats_per_char", higher: bool = False) -> dict:
+            metric: str = "nats_per_char", higher: bool = False, seed: int | None = 0) -> dict:
     return build_result(benchmark=bench, version=version, task="generation", split=split,
                         scores=[Score(metric, value, higher)], model=model, params=None, train_seconds=None,
-                        tokens_per_second=None, seed=0, config={})
+                        tokens_per_second=None, seed=seed, config={})
 
 
 def test_ranking_respects_direction_version_and_split(fixture_tasks: Path) -> None:
@@ -177,6 +177,13 @@ def test_run_baselines_and_show_end_to_end(tmp_path: Path, fixture_tasks: Path,
     assert "stale: benchmark version 1, current is 2" in out
     assert "corrupt.json" in out and "| old model |" not in out
     assert render_markdown(results) == out  # the command prints exactly the rendered tables
+    # runs of one model that differ only in their seed are told apart by the seed column
+    for seed, value in ((1, 0.31), (2, 0.32), (None, 0.33)):
+        append_result(results, _result("tiny_text", value, version=2, model="seeded", seed=seed))
+    lines = render_markdown(results, benchmarks=["tiny_text"], references=False).splitlines()
+    head = next(line for line in lines if line.startswith("| rank |")).split(" | ")
+    seeds = [line.split(" | ")[head.index("seed")] for line in lines if "| seeded |" in line]
+    assert seeds == ["1", "2", "–"]
     target = tmp_path / "board.md"
     assert main(["show", "--results-dir", str(results), "--output", str(target), "tiny_text"]) == 0
     assert target.read_text().startswith("### tiny_text")
