@@ -107,8 +107,8 @@ def rank(entries: Sequence[tuple[Path, dict[str, Any]]], bench: Benchmark) -> tu
     for path, r in entries:
         if r["version"] != bench.version:
             skipped.append((path, f"stale: benchmark version {r['version']}, current is {bench.version}"))
-        elif r["split"] != bench.test_split:
-            skipped.append((path, f"split {r['split']!r} is not the scored split {bench.test_split!r}"))
+        elif r["split"] != bench.split_name():  # a carved test part is recorded spelled out, as split_name gives it
+            skipped.append((path, f"split {r['split']!r} is not the scored split {bench.split_name()!r}"))
         elif bench.metric not in r["metrics"]:
             skipped.append((path, f"no {bench.metric} metric"))
         else:
@@ -398,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "list":
         for name in list_benchmarks():
             b = load_benchmark(name)
-            print(f"{name}\tv{b.version}\t{b.task}\t{b.metric} {_arrow(b.metric)} on {b.test_split}")
+            print(f"{name}\tv{b.version}\t{b.task}\t{b.metric} {_arrow(b.metric)} on {b.split_name()}")
         return 0
     if args.command == "verify":
         files = [Path(f) for f in args.files] or [p for p, _ in iter_results(args.results_dir)]

@@ -147,6 +147,18 @@ def test_ranking_respects_direction_version_and_split(fixture_tasks: Path) -> No
     assert [r["metrics"]["bleu"]["value"] for _, _, r in rank(entries, higher)[0]] == [30.0, 20.0, 10.0]
 
 
+def test_ranking_a_benchmark_whose_test_part_is_carved(tmp_path: Path, fixture_tasks: Path) -> None:
+    toml = (FIXTURES / "tiny_text.toml").read_text().replace('test_split = "test"', 'test_split = ""\ntest_fraction = 0.1')
+    (tmp_path / "tiny_text.toml").write_text(toml.replace("./tiny_text", str(FIXTURES / "tiny_text")))
+    carved = load_benchmark(tmp_path / "tiny_text.toml")
+    assert carved.split_name() == "train[carved test 0.1]"
+    entries = [(Path("a.json"), _result("tiny_text", 0.9, version=2, split="train[carved test 0.1]")),
+               (Path("b.json"), _result("tiny_text", 0.8, version=2, split="test"))]
+    ranked, skipped = rank(entries, carved)
+    assert [p.name for _, p, _ in ranked] == ["a.json"]
+    assert skipped == [(Path("b.json"), "split 'test' is not the scored split 'train[carved test 0.1]'")]
+
+
 def test_references_file_is_validated(tmp_path: Path, fixture_tasks: Path) -> None:
     refs = load_references()
     assert refs == [{"benchmark": "tiny_text", "system": "a published model", "metric": "nats_per_char",

@@ -737,7 +737,7 @@ def report(evaluation: scoring.Evaluation, folder: Path | None) -> None:
     if folder is None:
         return
     slug = re.sub(r"[^A-Za-z0-9]+", "-", evaluation.split).strip("-")
-    png = folder / ("confusion_matrix.png" if evaluation.split == evaluation.benchmark.test_split
+    png = folder / ("confusion_matrix.png" if evaluation.split == evaluation.benchmark.split_name()
                     else f"confusion_{slug}.png")
     title = f"{evaluation.benchmark.name} {evaluation.split}: " + ", ".join(
         f"{s.name} {s.value:.2f}" for s in evaluation.scores)
