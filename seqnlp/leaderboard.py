@@ -104,11 +104,12 @@ def rank(entries: Sequence[tuple[Path, dict[str, Any]]], bench: Benchmark) -> tu
     another split, or without the primary metric are not ranked.
     """
     ok, skipped = [], []
+    scored = bench.split_name()  # as results record it: a carved test part is spelled out
     for path, r in entries:
         if r["version"] != bench.version:
             skipped.append((path, f"stale: benchmark version {r['version']}, current is {bench.version}"))
-        elif r["split"] != bench.split_name():  # a carved test part is recorded spelled out, as split_name gives it
-            skipped.append((path, f"split {r['split']!r} is not the scored split {bench.split_name()!r}"))
+        elif r["split"] != scored:
+            skipped.append((path, f"split {r['split']!r} is not the scored split {scored!r}"))
         elif bench.metric not in r["metrics"]:
             skipped.append((path, f"no {bench.metric} metric"))
         else:
