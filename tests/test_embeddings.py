@@ -54,7 +54,16 @@ def _one_thread() -> None:
     torch.set_num_threads(threads)
 
 
-def test_sentiment_pretrain_flag_starts_the_embedding_and_counts_its_time(tmp_path: Path) -> None:
+def test_sentiment_pretrain_flag_starts_the_embedding_and_counts_its_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    read: list[list[str]] = []  # the texts word2vec learns from
+    pretrain = sentiment.pretrain_embedding
+
+    def spy(model: torch.nn.Module, tokenizer: Tokenizer, texts: list[str], *args: object) -> float:
+        read.append(list(texts))
+        return pretrain(model, tokenizer, texts, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sentiment, "pretrain_embedding", spy)
     run = tmp_path / "run"
     flags = ["--dataset", str(FIXTURE), "--tokenizer", "word", "--embedding-size", "16", "--hidden-size", "16",
              "--batch-size", "8", "--max-length", "24", "--lr", "0.01", "--device", "cpu", "--progress", "off",
@@ -65,6 +74,9 @@ def test_sentiment_pretrain_flag_starts_the_embedding_and_counts_its_time(tmp_pa
     assert result["config"]["model"]["pretrain"] == str(FIXTURE)
     assert f", word2vec ({FIXTURE})" in result["model"]  # the leaderboard row says where its vectors came from
     assert 0 < result["extra"]["pretrain_seconds"] <= result["train_seconds"]
+    # the pretraining text is the train split itself: word2vec reads each text once, not twice
+    assert len(read) == 1 and sorted(read[0]) == sorted(set(sentiment.pretraining_texts(str(FIXTURE))))
+    monkeypatch.undo()
     # the vectors are the model's starting point: the same seed without --pretrain starts elsewhere
     tok = Tokenizer.load(run / "tokenizer.json")
     rows = sentiment.pretraining_texts(str(FIXTURE))

@@ -520,6 +520,11 @@ def pretraining_texts(name: str) -> list[str]:
     return check_texts(list(ds[column]), f"--pretrain {where}")
 
 
+def distinct(*parts: Sequence[str]) -> list[str]:
+    """The texts of `parts` in order, each once: `--pretrain imdb` on IMDB names the train reviews twice."""
+    return list(dict.fromkeys(t for part in parts for t in part))
+
+
 def pretrain_embedding(model: nn.Module, tokenizer: Tokenizer, texts: Sequence[str], config: ModelConfig,
                        seed: int) -> float:
     """Start `model`'s embedding (each member's), or its `vectors` table beside a reader, from word2vec vectors
@@ -622,7 +627,7 @@ def prepare(run: Run) -> Prepared:
     unlabelled = pretraining_texts(texts_of) if texts_of and not run.resume else []
     init = run.init
     tokenizer = run.tokenizer(TOKENIZER_FILE, init.tokenizer if init is not None else lambda: Tokenizer.train(
-        (clean(t) for t in [*check_texts(train_cols["text"], run.where("train")), *unlabelled]),
+        (clean(t) for t in distinct(check_texts(train_cols["text"], run.where("train")), unlabelled)),
         level=config.tokenizer, vocab_size=config.vocab_size or None, min_frequency=config.min_frequency,
         lowercase=config.lowercase))
     train = make_split(train_cols, train_feat["label"], run.where("train"), names, tokenizer, config)
@@ -638,7 +643,8 @@ def prepare(run: Run) -> Prepared:
     model = build_classifier(config, tokenizer.vocab_size, len(names), tokenizer.pad_id,
                              run.settings["train"].precision)
     model.finetune = run.settings["finetune"]  # type: ignore[assignment]  (read by param_groups)
-    seconds = pretrain_embedding(model, tokenizer, [*train.texts, *unlabelled], config, seed) if unlabelled else 0.0
+    seconds = (pretrain_embedding(model, tokenizer, distinct(train.texts, unlabelled), config, seed) if unlabelled
+               else 0.0)
     if init is not None:  # the language model's embedding and encoder, exactly; pooling and classifier are new
         finetune: FinetuneConfig = run.settings["finetune"]
         weights = None
