@@ -176,7 +176,7 @@ def _main(argv: list[str]) -> int:
     p.add_argument("--output", required=True, metavar="DIR", help="folder to write the export into")
     args = p.parse_args(argv)
     manifest = export_onnx(args.model, args.output)
-    for name, part in manifest["parts"].items():
+    for part in manifest["parts"].values():
         print(f"{Path(args.output) / part['file']}: {', '.join(part['inputs'])} → {', '.join(part['outputs'])} "
               f"(max |ONNX - PyTorch| {part['max_abs_diff']:.2g} on its example)")
     print(f"\nUse it:\n  import seqnlp.export\n  model = seqnlp.export.load_onnx(\"{args.output}\")")
