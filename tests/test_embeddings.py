@@ -59,9 +59,9 @@ def test_sentiment_pretrain_flag_starts_the_embedding_and_counts_its_time(
     read: list[list[str]] = []  # the texts word2vec learns from
     pretrain = sentiment.pretrain_embedding
 
-    def spy(model: torch.nn.Module, tokenizer: Tokenizer, texts: list[str], *args: object) -> float:
+    def spy(model: torch.nn.Module, tokenizer: Tokenizer, texts: list[str], *args: object, **kwargs: object) -> float:
         read.append(list(texts))
-        return pretrain(model, tokenizer, texts, *args)  # type: ignore[arg-type]
+        return pretrain(model, tokenizer, texts, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(sentiment, "pretrain_embedding", spy)
     run = tmp_path / "run"
@@ -76,7 +76,6 @@ def test_sentiment_pretrain_flag_starts_the_embedding_and_counts_its_time(
     assert 0 < result["extra"]["pretrain_seconds"] <= result["train_seconds"]
     # the pretraining text is the train split itself: word2vec reads each text once, not twice
     assert len(read) == 1 and sorted(read[0]) == sorted(set(sentiment.pretraining_texts(str(FIXTURE))))
-    monkeypatch.undo()
     # the vectors are the model's starting point: the same seed without --pretrain starts elsewhere
     tok = Tokenizer.load(run / "tokenizer.json")
     rows = sentiment.pretraining_texts(str(FIXTURE))
