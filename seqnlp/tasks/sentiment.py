@@ -835,7 +835,7 @@ def _language_model_step(bench: Any) -> list[str]:
 # With the reader's states cached, IMDB's 19 minutes hold 4.5 of the 5 epochs (the schedule follows the clock).
 # SST-2 (short sentences): batches of 256 and six epochs fit its 10 minutes. On both, word2vec vectors of IMDB's
 # train reviews beside the reader's features (ELMo's task models read GloVe beside it) scored higher than the
-# reader alone, for 3 of the 19 minutes (README, "Transfer"). SST-2's 67k phrases overfit the new layer by epoch 4:
+# reader alone, for 3-4 of the 19 minutes (README, "Transfer"). SST-2's 67k phrases overfit the new layer by epoch 4:
 # more dropout on its input and more weight decay scored 0.6-0.8 higher on each of three seeds. word2vec's 6 passes
 # instead of 3: IMDB validation 92.24 against 91.44 (seed 0), SST-2 0.3-1.4 higher on each of three seeds.
 READER = {"pooling": "max", "dropout": 0.4, "embedding_dropout": 0.3, "ensemble": 1, "top_layers": 1,
