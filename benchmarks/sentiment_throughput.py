@@ -34,6 +34,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from seqnlp.config import resolve
 from seqnlp.data import pad
+from seqnlp.device import keep_freed_memory
 from seqnlp.summary import describe_precision
 from seqnlp.tasks import sentiment
 from seqnlp.tasks.runner import SourceConfig, benchmark_of
@@ -187,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     ref_side = Reference(split, config, tokenizer.vocab_size, len(names), args.reference_batch_size)
     where = describe_precision(ours_side.model, "cpu", train.precision, config.batch_size)  # "<CPU>: autocast bf16, ..."
     print(f"seqnlp precision here: {where}", flush=True)
+    # Process-wide from seqnlp's first Trainer.fit on, so the reference's steps reuse freed memory too.
+    print(f"freed memory kept for reuse (seqnlp.device.keep_freed_memory): {keep_freed_memory()}", flush=True)
     slice_seconds = args.seconds / args.rounds
     ours_rates, ref_rates = [], []
     for r in range(args.rounds):

@@ -40,7 +40,7 @@ from torch import nn
 
 from seqnlp import checkpoint as ckpt
 from seqnlp.config import opt, to_dict
-from seqnlp.device import autocast, resolve_device, use_bf16
+from seqnlp.device import autocast, keep_freed_memory, resolve_device, use_bf16
 from seqnlp.errors import SeqnlpError
 from seqnlp.io import MAX_ARTIFACT_BYTES, atomic_write_bytes, atomic_write_json, read_file_bytes, read_json
 
@@ -556,6 +556,7 @@ class Trainer:
         With `resume=True` the run folder's last checkpoint is loaded and training continues exactly
         where it stopped (same batches, same RNG streams), so the result equals an uninterrupted run.
         """
+        keep_freed_memory()
         dist = _Dist(self.config.device)
         self._lock_file = None
         fresh = not self.run_dir.exists()

@@ -238,3 +238,73 @@ def test_benchmark_lines_name_the_cpu_and_each_parts_precision(monkeypatch: pyte
     line = describe_precision(model, "cpu", "auto", 64)
     assert line == f"{precision.device_model(torch.device('cpu'))}: autocast fp32, lstm recurrence bf16, gru recurrence fp32"
     assert describe_precision(None, "cpu", "bf16").endswith(": autocast bf16")
+
+
+# Freed memory kept for reuse (seqnlp.device.keep_freed_memory): glibc's malloc asked through a stand-in.
+
+
+class FakeLibc:
+    def __init__(self, answer: int = 1) -> None:
+        self.calls: list[tuple[int, int]] = []
+        self.answer = answer
+
+    def mallopt(self, param: int, value: int) -> int:
+        self.calls.append((param, value))
+        return self.answer
+
+
+@pytest.fixture
+def plain_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in (seqnlp.device.ENV_KEEP_FREED, *seqnlp.device._GLIBC_ENV):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_freed_memory_is_kept_below_both_thresholds(plain_env: pytest.MonkeyPatch) -> None:
+    libc = FakeLibc()
+    assert seqnlp.device.keep_freed_memory(libc) is True
+    keep = seqnlp.device.KEEP_FREED_BYTES
+    assert sorted(libc.calls) == [(-3, keep), (-1, keep)]  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
+    assert keep >= 256 << 20  # a kernel workspace of a long batch must fit under it
+
+
+@pytest.mark.parametrize("name", ["MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_"])
+def test_the_users_own_malloc_settings_are_left_alone(plain_env: pytest.MonkeyPatch, name: str) -> None:
+    plain_env.setenv(name, "131072")
+    libc = FakeLibc()
+    assert seqnlp.device.keep_freed_memory(libc) is False
+    assert libc.calls == []
+
+
+def test_keeping_freed_memory_can_be_switched_off(plain_env: pytest.MonkeyPatch) -> None:
+    plain_env.setenv(seqnlp.device.ENV_KEEP_FREED, "0")
+    libc = FakeLibc()
+    assert seqnlp.device.keep_freed_memory(libc) is False
+    assert libc.calls == []
+
+
+def test_a_refused_setting_is_reported(plain_env: pytest.MonkeyPatch) -> None:
+    assert seqnlp.device.keep_freed_memory(FakeLibc(answer=0)) is False
+
+
+@pytest.mark.skipif(not seqnlp.device._glibc(), reason="glibc's malloc only")
+def test_training_steps_reuse_freed_memory_without_page_faults(plain_env: pytest.MonkeyPatch) -> None:
+    import resource
+
+    torch.manual_seed(0)
+    encoder = RNNEncoder("lstm", 64, 64, bidirectional=True, precision="fp32")
+    x = torch.randn(128, 48, 64, requires_grad=True)  # (B, T, E)
+    lengths = torch.randint(30, 49, (128,))  # (B,)
+
+    def faults_of_a_step() -> int:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        out, _ = encoder(x, lengths)
+        out.sum().backward()
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+    plain_env.setattr(seqnlp.device, "_kept", None)
+    assert seqnlp.device.keep_freed_memory() is True
+    for _ in range(4):
+        faults_of_a_step()
+    # With the kernel's workspace handed back on every free, each step faulted ~12,000 pages in again.
+    assert sum(faults_of_a_step() for _ in range(4)) < 4000
