@@ -750,9 +750,7 @@ class Trainer:
                                       "do the training batches carry labels/targets?")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                # max_norm=inf still returns the norm (for the guard) and scales by exactly 1.
-                norm = torch.nn.utils.clip_grad_norm_(
-                    params, c.clip_norm if c.clip_norm > 0 else float("inf"))  # scalar
+                norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])  # scalar
                 now = time.perf_counter()
                 spent = elapsed_before + now - session_start
                 # Stop unless one more step, and the evaluation this step makes, leave time for the final one.
@@ -767,9 +765,14 @@ class Trainer:
                                 ).double(),
                     torch.tensor([float(interrupts.requested), float(out_of_time), spent,
                                   self._reserve_seconds], dtype=torch.float64, device=loss.device),
-                ])).tolist()  # [loss sum, loss bad, grad bad, interrupt, out of time, seconds spent, reserve]
+                    norm32.double().unsqueeze(0),
+                ])).tolist()  # [loss sum, loss bad, grad bad, interrupt, out of time, seconds spent, reserve, norm]
                 if flags[1] or flags[2]:
                     self._non_finite(float(loss32), float(norm32))
+                # clip_grad_norm_'s scaling, skipped where its factor would be exactly 1: most steps (98% of an
+                # SST-2 run), and the pass over every gradient cost ~4% of the step on the 2-core EPYC.
+                if c.clip_norm > 0 and flags[7] / dist.world + 1e-6 > c.clip_norm:
+                    torch.nn.utils.clip_grads_with_norm_(params, c.clip_norm, norm)
                 optimizer.step()
                 loss_value = flags[0] / dist.world
                 s["step"] += 1

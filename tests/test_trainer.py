@@ -118,6 +118,32 @@ def test_overfits_one_batch(tmp_path: Path) -> None:
     assert losses[-1] < 0.05 * losses[0], losses
 
 
+@pytest.mark.parametrize("clip_norm", [0.05, 1e6])
+def test_gradients_are_clipped_to_clip_norm_and_only_when_above_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clip_norm: float) -> None:
+    stepped: list[float] = []  # the gradient norm each optimizer step sees
+    scaled: list[int] = []
+    clip = torch.nn.utils.clip_grads_with_norm_
+    monkeypatch.setattr(torch.nn.utils, "clip_grads_with_norm_", lambda *a, **k: (scaled.append(1), clip(*a, **k)))
+
+    def record(optimizer, args, kwargs):  # type: ignore[no-untyped-def]
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        stepped.append(float(torch.nn.utils.get_total_norm(grads)))
+
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    handle = register_optimizer_step_pre_hook(record)
+    try:
+        _fit(tmp_path / "run", settings={"epochs": 1, "clip_norm": clip_norm})
+    finally:
+        handle.remove()
+    assert len(stepped) == 12
+    if clip_norm < 1:  # every step's gradient is larger: each is scaled down to clip_norm
+        assert stepped == pytest.approx([clip_norm] * 12, rel=1e-4) and len(scaled) == 12
+    else:  # never reached: no step pays for a scaling by 1
+        assert min(stepped) > 0.05 and scaled == []
+
+
 def test_same_seed_gives_identical_weights_and_other_seed_does_not(tmp_path: Path, reference: Path) -> None:
     _fit(tmp_path / "same")
     assert_same_weights(reference / "last.safetensors", tmp_path / "same" / "last.safetensors")
