@@ -113,9 +113,9 @@ def _glibc() -> bool:
 def keep_freed_memory(libc: Any = None) -> bool:
     """Have glibc's malloc keep freed memory for reuse instead of returning it to the OS; whether it now does.
 
-    By default glibc hands blocks over 32 MiB (the kernel's workspaces) back to the kernel on free and trims
-    its heap, so each training step faults the same pages in again, zeroed: on a 2-core AMD EPYC an SST-2
-    step took ~1,900 page faults and 10% of its time in the kernel. Raising both thresholds to
+    By default glibc hands large blocks (an LSTM kernel's workspace, say) back to the OS on free and trims
+    its heap, so each training step faults the same pages in again, zeroed: on a 2-core AMD
+    EPYC an SST-2 step took ~1,900 page faults and 10% of its CPU time in the OS. Raising both thresholds to
     KEEP_FREED_BYTES ends that (what jemalloc or tcmalloc, preloaded, would also do). Process-wide, once;
     skipped where the allocator is not glibc's, where the user set glibc's own MALLOC_*_ thresholds, or
     where SEQNLP_KEEP_FREED_MEMORY=0. `libc`: the C library to call (tests pass a stand-in).
