@@ -40,7 +40,7 @@ from torch import nn
 
 from seqnlp import checkpoint as ckpt
 from seqnlp.config import opt, to_dict
-from seqnlp.device import autocast, keep_freed_memory, resolve_device, use_bf16
+from seqnlp.device import FreedMemory, autocast, resolve_device, use_bf16
 from seqnlp.errors import SeqnlpError
 from seqnlp.io import MAX_ARTIFACT_BYTES, atomic_write_bytes, atomic_write_json, read_file_bytes, read_json
 
@@ -556,7 +556,7 @@ class Trainer:
         With `resume=True` the run folder's last checkpoint is loaded and training continues exactly
         where it stopped (same batches, same RNG streams), so the result equals an uninterrupted run.
         """
-        keep_freed_memory()
+        self._freed_memory = FreedMemory.kept()
         dist = _Dist(self.config.device)
         self._lock_file = None
         fresh = not self.run_dir.exists()
@@ -572,6 +572,8 @@ class Trainer:
             if self._lock_file is not None:
                 self._lock_file.close()  # releases the flock
             dist.close()
+            if self._freed_memory is not None:  # what comes next (scoring, a recipe's next step) starts lean
+                self._freed_memory.release()
 
     def _setup(self, dist: _Dist, resume: bool) -> dict[str, Any] | None:
         """Rank 0 checks and locks the folder; every rank learns whether that worked."""
@@ -774,6 +776,8 @@ class Trainer:
                 if c.clip_norm > 0 and flags[7] / dist.world + 1e-6 > c.clip_norm:
                     torch.nn.utils.clip_grads_with_norm_(params, c.clip_norm, norm)
                 optimizer.step()
+                if self._freed_memory is not None:
+                    self._freed_memory.check()
                 loss_value = flags[0] / dist.world
                 s["step"] += 1
                 s["position"] += 1

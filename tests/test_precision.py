@@ -252,6 +252,10 @@ class FakeLibc:
         self.calls.append((param, value))
         return self.answer
 
+    def malloc_trim(self, pad: int) -> int:
+        self.calls.append(("trim", pad))
+        return 1
+
 
 @pytest.fixture
 def plain_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
@@ -285,6 +289,46 @@ def test_keeping_freed_memory_can_be_switched_off(plain_env: pytest.MonkeyPatch)
 
 def test_a_refused_setting_is_reported(plain_env: pytest.MonkeyPatch) -> None:
     assert seqnlp.device.keep_freed_memory(FakeLibc(answer=0)) is False
+
+
+def test_kept_memory_goes_back_once_the_process_grows_past_the_limit() -> None:
+    libc, readings = FakeLibc(), iter([100, 90, 150, 190, 205, 120, 160, 140])
+    freed = seqnlp.device.FreedMemory(libc, resident=lambda: next(readings), limit=100)
+    # 100 is the first base, 90 lowers it; 150 and 190 are within 100 of it; 205 is past: trimmed, 120 the new base
+    assert [freed.check() for _ in range(5)] == [False, False, False, False, True]
+    assert libc.calls == [("trim", 0)] and freed.base == 120
+    assert freed.check() is False  # 160: within 100 of 120
+    freed.release()  # at the end of a training, whatever it grew by
+    assert libc.calls == [("trim", 0), ("trim", 0)] and freed.base == 140 and freed.releases == 2
+
+
+def test_a_process_whose_size_is_unknown_never_trims() -> None:
+    libc = FakeLibc()
+    freed = seqnlp.device.FreedMemory(libc, resident=lambda: None, limit=1)
+    assert not any(freed.check() for _ in range(3)) and libc.calls == []
+
+
+@pytest.mark.skipif(not seqnlp.device._glibc(), reason="glibc's malloc only")
+def test_kept_memory_stays_bounded_when_blocks_cannot_be_reused(plain_env: pytest.MonkeyPatch) -> None:
+    # Large blocks of many sizes from posix_memalign (torch's allocator), small ones left between them: with
+    # the thresholds raised and no bound, this grew by ~1.3 GiB (by ~0.3 GiB with glibc's defaults).
+    plain_env.setattr(seqnlp.device, "_kept", None)
+    freed = seqnlp.device.FreedMemory.kept()
+    assert freed is not None
+    freed.limit = 256 << 20
+    g = torch.Generator().manual_seed(0)
+    table = torch.randn(100_000, 256)  # (N, D)
+    start, alive = seqnlp.device.resident_bytes(), []
+    assert start is not None
+    for _ in range(150):
+        rows = int(torch.randint(2_000, 120_000, (1,), generator=g))
+        picked = table[torch.randint(0, 100_000, (rows,), generator=g)]  # (rows, D): 2-120 MB
+        alive = [torch.cat([picked, picked], 1)[:1].clone(),
+                 torch.empty(int(torch.randint(1, 1000, (1,), generator=g)) * 1000)]
+        freed.check()
+    assert freed.releases > 0
+    assert seqnlp.device.resident_bytes() - start < freed.limit + (512 << 20)
+    del alive
 
 
 @pytest.mark.skipif(not seqnlp.device._glibc(), reason="glibc's malloc only")
