@@ -70,12 +70,13 @@ def main(argv: list[str] | None = None) -> int:
         full = nn.Linear(args.width, vocab)
         adaptive = adaptive_softmax(args.width, vocab)
 
-        def run_full(bf16: bool) -> None:
+        def run_full(bf16: bool, full: nn.Module = full, x: torch.Tensor = x, y: torch.Tensor = y) -> None:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 loss = F.cross_entropy(full(x).float(), y)
             loss.backward()
 
-        def run_adaptive(bf16: bool) -> None:
+        def run_adaptive(bf16: bool, adaptive: nn.Module = adaptive, x: torch.Tensor = x,
+                         y: torch.Tensor = y) -> None:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 loss = adaptive(x, y).loss
             loss.backward()
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         base = None
         for name, fn in (("full", run_full), ("adaptive", run_adaptive)):
             for bf16 in (False, True):
-                seconds = _timed(lambda: fn(bf16), args.warmup, args.repeats)
+                seconds = _timed(lambda fn=fn, bf16=bf16: fn(bf16), args.warmup, args.repeats)
                 base = base or seconds
                 print(f"V={vocab:>6} {name:>8} {'bf16' if bf16 else 'fp32'}: {seconds * 1e3:7.1f} ms/step, "
                       f"{args.positions / seconds:>9,.0f} positions/s, {base / seconds:4.1f}x full fp32", flush=True)
@@ -99,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             model = CharRNN(config, vocab, args.batch, precision=args.precision, adaptive=kind == "adaptive").train()
             optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
 
-            def step() -> None:
+            def step(model: CharRNN = model, optimizer: torch.optim.Optimizer = optimizer,
+                     batch: Batch = batch) -> None:
                 with autocast(torch.device("cpu"), bf16):
                     loss = model(batch).loss
                 optimizer.zero_grad(set_to_none=True)
